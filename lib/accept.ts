@@ -1,0 +1,151 @@
+/**
+ * Accepting an upgrade, once the route's hooks have run: the handshake, the
+ * port and Origin policies, connection limits, subprotocol and extension
+ * negotiation, then the 101 and the socket handed to the route's handler.
+ */
+import { STATUS_CODES } from 'node:http'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { checkHandshake, switchingProtocols, type Rejection } from './handshake.js'
+import { clientPort, portAllowed, type TrustFunction } from './ports.js'
+import { isSameOrigin } from './origin.js'
+import { parseProtocols, pickProtocol } from './subprotocol.js'
+import { parseExtensions } from './extension.js'
+import { negotiateServer, PerMessageDeflate } from './permessage-deflate.js'
+import { claimSocket, type PendingUpgrade } from './upgrade.js'
+import { WebSocket, type SocketContext } from './websocket.js'
+import type { ConnectionOptions } from './connection.js'
+import type { ResolvedOptions } from './options.js'
+import type { WebSocketServer } from './server.js'
+
+export type AnyWebSocketHandler = (this: FastifyInstance, socket: WebSocket<string>, request: FastifyRequest) => unknown
+
+export interface PluginState {
+  server: WebSocketServer
+  trust: TrustFunction | null
+  base: ResolvedOptions
+}
+
+export interface RouteState {
+  opts: ResolvedOptions
+  /** The route's own maxConnections (Infinity when only the plugin's applies). */
+  maxConnections: number
+  open: number
+  handler: AnyWebSocketHandler
+  connection: ConnectionOptions
+}
+
+function reject (request: FastifyRequest, reply: FastifyReply, rejection: Rejection): FastifyReply {
+  request.log.info({ status: rejection.status, reason: rejection.reason, origin: request.headers.origin },
+    'WebSocket upgrade refused: ' + rejection.reason)
+  reply.code(rejection.status).header('connection', 'close')
+  if (rejection.headers !== undefined) reply.headers(rejection.headers)
+  return reply.send({ statusCode: rejection.status, error: STATUS_CODES[rejection.status], message: rejection.reason })
+}
+
+function refuseOrigin (request: FastifyRequest, reply: FastifyReply, origin: string): FastifyReply {
+  request.log.warn({ origin }, 'WebSocket upgrade refused: Origin not allowed')
+  return reject(request, reply, { status: 403, reason: `Origin ${JSON.stringify(origin.slice(0, 200))} is not allowed` })
+}
+
+export function handleUpgrade (
+  this: FastifyInstance, state: PluginState, route: RouteState,
+  request: FastifyRequest, reply: FastifyReply, pending: PendingUpgrade
+): FastifyReply | Promise<FastifyReply | undefined> | undefined {
+  const raw = request.raw
+  const key = checkHandshake(raw)
+  if (typeof key !== 'string') return reject(request, reply, key)
+  const opts = route.opts
+  const port = clientPort(raw, state.trust)
+  if (!portAllowed(opts.ports, port)) {
+    return reject(request, reply, { status: 403, reason: `WebSocket upgrades are not accepted on port ${port ?? 'unknown'} (see the "ports" option)` })
+  }
+  const origin = raw.headers.origin
+  if (origin === undefined) {
+    if (opts.requireOrigin) return reject(request, reply, { status: 403, reason: 'Origin header required' })
+  } else {
+    const verdict = opts.originCheck === null
+      ? isSameOrigin(origin, raw.headers.host, port)
+      : opts.originCheck(origin, request)
+    if (typeof verdict !== 'boolean') {
+      return Promise.resolve(verdict).then(
+        (ok) => ok === true ? accept.call(this, state, route, request, reply, pending, key) : refuseOrigin(request, reply, origin),
+        (err: unknown) => {
+          request.log.error({ err }, 'WebSocket origin check failed')
+          return reject(request, reply, { status: 500, reason: 'Origin check failed' })
+        })
+    }
+    if (!verdict) return refuseOrigin(request, reply, origin)
+  }
+  return accept.call(this, state, route, request, reply, pending, key)
+}
+
+function accept (
+  this: FastifyInstance, state: PluginState, route: RouteState,
+  request: FastifyRequest, reply: FastifyReply, pending: PendingUpgrade, key: string
+): FastifyReply | undefined {
+  const opts = route.opts
+  const server = state.server
+  if (server._closing) return reject(request, reply, { status: 503, reason: 'Server is shutting down' })
+  if (server._clients.size >= state.base.maxConnections || route.open >= route.maxConnections) {
+    return reject(request, reply, { status: 503, reason: 'Too many WebSocket connections (see the "maxConnections" option)' })
+  }
+  const headers = request.raw.headers
+  const offered = parseProtocols(headers['sec-websocket-protocol'])
+  if (offered === null) return reject(request, reply, { status: 400, reason: 'Malformed Sec-WebSocket-Protocol header' })
+  let protocol = ''
+  if (offered.length > 0) {
+    protocol = opts.selectProtocol !== null
+      ? opts.selectProtocol(offered, request) ?? ''
+      : pickProtocol(opts.protocols, offered)
+    if (protocol !== '' && !offered.includes(protocol)) protocol = ''
+    if (protocol === '' && opts.protocolRequired) {
+      return reject(request, reply, {
+        status: 400,
+        reason: `None of the offered subprotocols is supported (this route speaks: ${opts.protocols.join(', ') || 'none'})`
+      })
+    }
+  }
+  let extensions = ''
+  let connection = route.connection
+  if (opts.perMessageDeflate !== null && headers['sec-websocket-extensions'] !== undefined) {
+    const offers = parseExtensions(headers['sec-websocket-extensions'])
+    if (offers === null) return reject(request, reply, { status: 400, reason: 'Malformed Sec-WebSocket-Extensions header' })
+    const negotiated = negotiateServer(offers, opts.perMessageDeflate)
+    if (negotiated !== null) {
+      extensions = negotiated.response
+      const deflate = new PerMessageDeflate(negotiated.params, 'server', opts.perMessageDeflate, opts.maxPayload)
+      connection = { ...connection, deflate }
+    }
+  }
+
+  reply.hijack()
+  const socket = claimSocket(pending)
+  socket.write(switchingProtocols(key, protocol, extensions))
+  const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void }
+  if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
+  if (typeof maybeNet.setTimeout === 'function') maybeNet.setTimeout(0)
+
+  const ctx: SocketContext = {
+    log: request.log,
+    inboundHighWaterMark: opts.inboundHighWaterMark,
+    topics: server.topics,
+    release: (ws) => {
+      server._clients.delete(ws)
+      route.open--
+    }
+  }
+  const ws = new WebSocket(socket, connection, protocol, extensions, ctx)
+  server._clients.add(ws)
+  route.open++
+  let result: unknown
+  try {
+    result = route.handler.call(this, ws, request)
+  } catch (err) {
+    ws._failFromUser(err, 'handler threw')
+  }
+  ws._start(pending.head)
+  if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+    (result as Promise<unknown>).then(undefined, (err: unknown) => ws._failFromUser(err, 'handler rejected'))
+  }
+  return undefined
+}

@@ -1,0 +1,58 @@
+/**
+ * The single catalogue of error codes. Every error the plugin throws or emits
+ * has a stable `code` (FST_WS_*); protocol errors also carry the RFC 6455
+ * close code they caused.
+ */
+import createError from '@fastify/error'
+
+/** Misuse of the API at registration: wrong option type or value. */
+export const FST_WS_INVALID_OPTION = createError<[string, string]>(
+  'FST_WS_INVALID_OPTION', 'Invalid option "%s": %s', 500, TypeError)
+/** `close()` with a code that may not be sent (RFC 6455 §7.4). */
+export const FST_WS_INVALID_CLOSE_CODE = createError<[unknown]>(
+  'FST_WS_INVALID_CLOSE_CODE', 'Invalid close code %s: use 1000, 3000-4999 or 1001-1014 except 1004-1006', 500, RangeError)
+/** `close()` with a reason longer than 123 UTF-8 bytes. */
+export const FST_WS_REASON_TOO_LONG = createError<[number]>(
+  'FST_WS_REASON_TOO_LONG', 'Close reason is %s bytes; at most 123 UTF-8 bytes fit in a close frame', 500, RangeError)
+/** `ping()`/`pong()` with a payload over 125 bytes. */
+export const FST_WS_CONTROL_TOO_LARGE = createError<[number]>(
+  'FST_WS_CONTROL_TOO_LARGE', 'Control frame payload is %s bytes; at most 125 are allowed', 500, RangeError)
+/** `send()` with something that is not a string, Buffer, ArrayBuffer or view. */
+export const FST_WS_INVALID_DATA = createError<[string]>(
+  'FST_WS_INVALID_DATA', 'Cannot send %s: use a string, Buffer, ArrayBuffer or ArrayBufferView', 500, TypeError)
+/** `send()`/`ping()` after the socket started closing. */
+export const FST_WS_NOT_OPEN = createError<[string]>(
+  'FST_WS_NOT_OPEN', 'WebSocket is not open (readyState %s)', 500)
+/** Invalid topic name for subscribe/publish. */
+export const FST_WS_INVALID_TOPIC = createError<[string]>(
+  'FST_WS_INVALID_TOPIC', 'Invalid topic: %s', 500, TypeError)
+/** A route declares `wsHandler` or `websocket` in a way the plugin cannot serve. */
+export const FST_WS_INVALID_ROUTE = createError<[string, string]>(
+  'FST_WS_INVALID_ROUTE', 'Invalid WebSocket route %s: %s', 500, TypeError)
+/** `injectWS()` handshake refused; `statusCode` is the HTTP status the server answered. */
+export const FST_WS_HANDSHAKE_REJECTED = createError<[number, string]>(
+  'FST_WS_HANDSHAKE_REJECTED', 'WebSocket handshake rejected with status %s: %s', 500)
+
+/* Errors emitted on a socket ('error' event) when the connection fails. */
+export const FST_WS_PROTOCOL_ERROR = createError<[string]>(
+  'FST_WS_PROTOCOL_ERROR', 'Protocol error: %s', 500)
+export const FST_WS_INVALID_UTF8 = createError<[string]>(
+  'FST_WS_INVALID_UTF8', 'Invalid UTF-8 in %s', 500)
+export const FST_WS_MESSAGE_TOO_BIG = createError<[string]>(
+  'FST_WS_MESSAGE_TOO_BIG', 'Message too big: %s', 500, RangeError)
+export const FST_WS_SLOW_CONSUMER = createError<[number]>(
+  'FST_WS_SLOW_CONSUMER', 'Peer does not read: outbound buffer exceeded maxBufferedAmount (%s bytes)', 500)
+export const FST_WS_HEARTBEAT_TIMEOUT = createError<[number]>(
+  'FST_WS_HEARTBEAT_TIMEOUT', 'Peer did not answer a ping within %s ms', 500)
+export const FST_WS_DEFLATE_ERROR = createError<[string]>(
+  'FST_WS_DEFLATE_ERROR', 'permessage-deflate failed: %s', 500)
+
+/** What an 'error' event carries: a coded error, with the close code it caused when it closed the socket. */
+export interface WebSocketError extends Error {
+  code: string
+  closeCode?: number
+}
+
+export function withCloseCode<E extends Error> (err: E, closeCode: number): E & { closeCode: number } {
+  return Object.assign(err, { closeCode })
+}

@@ -1,0 +1,139 @@
+/**
+ * fastify-rfc6455: WebSocket routes for Fastify, with the RFC 6455 engine built in.
+ */
+import fp from 'fastify-plugin'
+import type {
+  FastifyInstance, FastifyPluginAsync, FastifyRequest, FastifyBaseLogger, FastifySchema, FastifyTypeProvider,
+  FastifyTypeProviderDefault, RawServerBase, RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression,
+  RouteGenericInterface, ContextConfigDefault, RouteOptions
+} from 'fastify'
+import { resolveOptions, DEFAULTS, type WebSocketPluginOptions, type RouteWebSocketOptions } from './options.js'
+import { compileTrust } from './ports.js'
+import { WebSocketServer } from './server.js'
+import { MemoryTopics } from './topics.js'
+import { createUpgradeListener } from './upgrade.js'
+import { createOnRoute } from './route.js'
+import { injectWS, type InjectWSOptions } from './inject.js'
+import type { PluginState } from './accept.js'
+import { FST_WS_INVALID_OPTION } from './errors.js'
+import type { WebSocket } from './websocket.js'
+
+export type WebSocketHandler<
+  Protocol extends string = string,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> = (
+  this: FastifyInstance<RawServer, RawRequest, RawReplyDefaultExpression<RawServer>, Logger, TypeProvider>,
+  socket: WebSocket<Protocol>,
+  request: FastifyRequest<RouteGeneric, RawServer, RawRequest, SchemaCompiler, TypeProvider, ContextConfig, Logger>
+) => void | Promise<unknown>
+
+declare module 'fastify' {
+  interface FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider> {
+    /** The open sockets, topic publishing. */
+    websocketServer: WebSocketServer
+    /** Connect to a WebSocket route in memory (no port): resolves to a client socket, rejects with the HTTP status on refusal. */
+    injectWS (path: string, options?: InjectWSOptions): Promise<WebSocket>
+  }
+
+  interface RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+    /** Serve WebSocket upgrades on this route: `true`, or per-route options that override the plugin's. */
+    websocket?: boolean | RouteWebSocketOptions<readonly string[]>
+  }
+
+  interface RouteShorthandMethod<RawServer, RawRequest, RawReply, TypeProvider, Logger> {
+    <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = readonly string[]>(
+      path: string,
+      opts: RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> &
+        { websocket: true | RouteWebSocketOptions<Protocols> },
+      handler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+    ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
+  }
+
+  interface RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+    /** The WebSocket handler of a route that also serves plain HTTP with `handler`. */
+    wsHandler?: WebSocketHandler<string, RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+  }
+}
+
+/** `app.route()` options for a WebSocket-only route: `handler` receives the socket. */
+export interface WebSocketRouteOptions<
+  Protocols extends readonly string[] = readonly string[],
+  RawServer extends RawServerBase = RawServerDefault,
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface
+> extends Omit<RouteOptions<RawServer, RawRequestDefaultExpression<RawServer>, RawReplyDefaultExpression<RawServer>, RouteGeneric>, 'handler' | 'websocket'> {
+  websocket: true | RouteWebSocketOptions<Protocols>
+  handler: WebSocketHandler<Protocols[number], RawServer, RawRequestDefaultExpression<RawServer>, RouteGeneric>
+}
+
+/** Type helper for `app.route()`: a WebSocket route whose `handler` receives the socket. */
+export function webSocketRoute<const Protocols extends readonly string[] = readonly string[], RouteGeneric extends RouteGenericInterface = RouteGenericInterface> (
+  options: WebSocketRouteOptions<Protocols, RawServerDefault, RouteGeneric>
+): RouteOptions {
+  return options as unknown as RouteOptions
+}
+
+const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastifyRfc6455 (fastify, options) {
+  const base = resolveOptions(options, DEFAULTS, '', false)
+  const topics = (options as WebSocketPluginOptions).topics
+  if (topics !== undefined && (typeof topics !== 'object' || topics === null || typeof topics.publish !== 'function' ||
+      typeof topics.subscribe !== 'function' || typeof topics.unsubscribe !== 'function' || typeof topics.subscriberCount !== 'function')) {
+    throw new FST_WS_INVALID_OPTION('topics', 'expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount)')
+  }
+  const server = new WebSocketServer(topics ?? new MemoryTopics())
+  const state: PluginState = { server, trust: compileTrust((fastify.initialConfig as { trustProxy?: unknown }).trustProxy), base }
+  const onUpgrade = createUpgradeListener(fastify, server)
+
+  const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
+  fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
+  fastify.decorate('websocketServer', server)
+  fastify.decorate('injectWS', function (path: string, opts?: InjectWSOptions) {
+    return injectWS(onUpgrade as Parameters<typeof injectWS>[0], path, opts)
+  })
+
+  fastify.server.on('upgrade', onUpgrade)
+  fastify.addHook('onListen', function warnAboutPorts (done) {
+    for (const address of fastify.addresses()) {
+      if (typeof address === 'string') continue
+      const refused = policies.filter((p) => p.ports !== null && !p.ports.has(address.port)).map((p) => p.url)
+      if (refused.length > 0) {
+        fastify.log.warn({ port: address.port, routes: refused },
+          `WebSocket upgrades on port ${address.port} will be refused with 403 by the "ports" option (default [80, 443]); ` +
+          `set ports: [${address.port}] or ports: 'any' to accept them`)
+        break
+      }
+    }
+    done()
+  })
+  fastify.addHook('preClose', function closeSockets (done) {
+    server._closeAll().then(() => done(), done)
+  })
+  fastify.addHook('onClose', function removeUpgradeListener (_instance, done) {
+    fastify.server.removeListener('upgrade', onUpgrade)
+    done()
+  })
+}
+
+export const fastifyWebSocket = fp(plugin, { fastify: '5.x', name: 'fastify-rfc6455' })
+export default fastifyWebSocket
+
+export { WebSocket } from './websocket.js'
+export type { WebSocketEvents, SendData, SendOptions, IteratedMessage, ReadyState } from './websocket.js'
+export { WebSocketServer } from './server.js'
+export type { PublishOptions } from './server.js'
+export type { TopicBroker } from './topics.js'
+export { MemoryTopics } from './topics.js'
+export type { WebSocketPluginOptions, RouteWebSocketOptions, WebSocketLimits, WebSocketPolicy, SelectProtocol } from './options.js'
+export type { OriginsOption, OriginFunction, OriginPattern } from './origin.js'
+export type { PortsOption } from './ports.js'
+export type { HeartbeatOptions } from './connection.js'
+export type { InjectWSOptions, HandshakeRejectedError } from './inject.js'
+export type { PerMessageDeflateOptions } from './permessage-deflate.js'
+export type { WebSocketError } from './errors.js'
+export * as errors from './errors.js'

@@ -1,0 +1,68 @@
+/**
+ * Route registration: every route declared with `websocket` or `wsHandler`
+ * gets its options validated and merged once, and its handler wrapped so
+ * that an upgrade goes to the WebSocket handler and a plain request to the
+ * HTTP handler (or a 426 when the route has none).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import { FST_WS_INVALID_ROUTE } from './errors.js'
+import { resolveOptions } from './options.js'
+import { kUpgrade, type UpgradeRequest } from './upgrade.js'
+import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
+
+const kWrapped = Symbol('fastify-rfc6455.wrapped')
+
+interface WebSocketRouteFields {
+  websocket?: unknown
+  wsHandler?: unknown
+}
+
+function upgradeRequired (reply: FastifyReply): FastifyReply {
+  return reply.code(426).header('upgrade', 'websocket').header('connection', 'Upgrade')
+    .send({ statusCode: 426, error: 'Upgrade Required', message: 'This route only accepts WebSocket connections' })
+}
+
+export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<number> | null, url: string) => void) {
+  return function onRoute (routeOptions: RouteOptions & WebSocketRouteFields): void {
+    const { websocket, wsHandler } = routeOptions
+    if ((websocket === undefined || websocket === false) && wsHandler === undefined) return
+    const handler = routeOptions.handler as unknown as { [kWrapped]?: true }
+    if (handler[kWrapped] === true) return // the HEAD twin of a GET route we already wrapped
+    const url = routeOptions.url
+    if (wsHandler !== undefined && typeof wsHandler !== 'function') {
+      throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
+    }
+    const opts = resolveOptions(websocket, state.base, 'websocket.', true)
+    const wsFn = (wsHandler ?? routeOptions.handler) as AnyWebSocketHandler
+    const httpHandler = wsHandler !== undefined ? routeOptions.handler : null
+    if (typeof wsFn !== 'function') throw new FST_WS_INVALID_ROUTE(url, 'a WebSocket route needs a handler')
+    const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
+    const route: RouteState = {
+      opts,
+      maxConnections: own ? opts.maxConnections : Infinity,
+      open: 0,
+      handler: wsFn,
+      connection: {
+        isServer: true,
+        maxPayload: opts.maxPayload,
+        closeTimeout: opts.closeTimeout,
+        sendHighWaterMark: opts.sendHighWaterMark,
+        maxBufferedAmount: opts.maxBufferedAmount,
+        drainTimeout: opts.drainTimeout,
+        heartbeat: opts.heartbeat,
+        deflate: null
+      }
+    }
+    onPorts(opts.ports, url)
+    const wrapped = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+      const pending = (request.raw as UpgradeRequest)[kUpgrade]
+      if (pending === undefined) {
+        if (httpHandler !== null) return httpHandler.call(this, request, reply)
+        return upgradeRequired(reply)
+      }
+      return handleUpgrade.call(this, state, route, request, reply, pending)
+    }
+    Object.defineProperty(wrapped, kWrapped, { value: true })
+    routeOptions.handler = wrapped
+  }
+}
