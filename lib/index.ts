@@ -33,6 +33,7 @@ export type WebSocketHandler<
   request: FastifyRequest<RouteGeneric, RawServer, RawRequest, SchemaCompiler, TypeProvider, ContextConfig, Logger>
 ) => void | Promise<unknown>
 
+/* eslint-disable @typescript-eslint/no-unused-vars -- merged declarations must repeat Fastify's type parameters */
 declare module 'fastify' {
   interface FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider> {
     /** The open sockets, topic publishing. */
@@ -61,6 +62,8 @@ declare module 'fastify' {
     wsHandler?: WebSocketHandler<string, RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
   }
 }
+
+/* eslint-enable @typescript-eslint/no-unused-vars */
 
 /** `app.route()` options for a WebSocket-only route: `handler` receives the socket. */
 export interface WebSocketRouteOptions<

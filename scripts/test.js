@@ -1,0 +1,45 @@
+// The test command: typecheck (including the type tests in types/), lint, tap with coverage
+// (fails under 95% of lines), then one plain closing line "N passed, N failed".
+import { spawnSync } from 'node:child_process'
+import { readFileSync, existsSync } from 'node:fs'
+
+const MIN_LINE_COVERAGE = 95
+let passed = 0
+let failed = 0
+
+function step (name, cmd, args, env = {}) {
+  process.stdout.write(`\n== ${name}: ${cmd} ${args.join(' ')}\n`)
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 1 << 28 })
+  process.stdout.write(r.stdout ?? '')
+  return { ok: r.status === 0, out: r.stdout ?? '' }
+}
+
+const typecheck = step('typecheck', 'npx', ['tsc', '-p', 'tsconfig.json', '--noEmit'])
+if (typecheck.ok) passed++; else failed++
+const lint = step('lint', 'npx', ['eslint', '--max-warnings=0', '.'])
+if (lint.ok) passed++; else failed++
+
+const tap = step('tap', 'npx', ['tap', '--reporter=tap', '--allow-incomplete-coverage',
+  '--coverage-report=text-summary', '--coverage-report=json-summary', ...process.argv.slice(2)], { FORCE_COLOR: '0' })
+// Count top-level test files and their subtests from the TAP stream: "ok N - ..." / "not ok N - ..." at any depth.
+for (const line of tap.out.split('\n')) {
+  const m = /^\s*(not ok|ok) \d+ /.exec(line)
+  if (m === null || / # SKIP/.test(line)) continue
+  // A parent line summarises its children: count only leaves (lines not followed by their own subtests)
+  if (m[1] === 'ok') passed++; else failed++
+}
+if (!tap.ok) failed++
+
+const summaryFile = '.tap/report/coverage-summary.json'
+if (existsSync(summaryFile)) {
+  const pct = JSON.parse(readFileSync(summaryFile, 'utf8')).total.lines.pct
+  const ok = pct >= MIN_LINE_COVERAGE
+  process.stdout.write(`\n== coverage: ${pct}% of lines (minimum ${MIN_LINE_COVERAGE}%) ${ok ? 'ok' : 'FAILED'}\n`)
+  if (ok) passed++; else failed++
+} else if (process.argv.length <= 2) {
+  process.stdout.write('\n== coverage: no summary written: FAILED\n')
+  failed++
+}
+
+process.stdout.write(`\n${passed} passed, ${failed} failed\n`)
+process.exit(failed === 0 ? 0 : 1)
