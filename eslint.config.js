@@ -13,6 +13,11 @@ export default tseslint.config(
     }
   },
   {
+    // Type tests declare parameters only to check their inferred types.
+    files: ['types/**'],
+    rules: { '@typescript-eslint/no-unused-vars': 'off' }
+  },
+  {
     files: ['bench/**/*.js', 'scripts/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', URL: 'readonly' } }
   }
