@@ -1,0 +1,209 @@
+/**
+ * Example app: a small multi-room chat on top of fastify-rfc6455.
+ *
+ *   npm start            # then open http://127.0.0.1:3000/
+ *   PORT=8080 HOST=0.0.0.0 ORIGINS=http://mybox.lan:8080 npm start
+ *
+ * - `GET /chat/:room` is a WebSocket route speaking the `chat.v1` subprotocol,
+ *   with an Origin allowlist and a port policy tied to the listening port.
+ * - Fan-out uses the plugin's topics: each joined socket subscribes to
+ *   `room:<name>` and the server publishes to it.
+ * - `/`, `/app.js` and `/style.css` are served from example-app/public/.
+ */
+import { existsSync, readFileSync, realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import websocket from '../lib/index.js'
+import { Chat, ROOM_PATTERN, SUBPROTOCOL } from './chat.js'
+import type { Member, ServerMessage } from './chat.js'
+
+/** Largest frame the chat accepts; bigger ones close the socket with 1009. */
+export const MAX_FRAME_BYTES = 16 * 1024
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_PORT = 3000
+
+export interface AppOptions {
+  /** The port the app will listen on; also its WebSocket port policy. */
+  port: number
+  /** The host the app will listen on; a non-loopback host is added to the default Origin allowlist. */
+  host?: string
+  /** Origins allowed to open /chat/:room (default: http://127.0.0.1:PORT and http://localhost:PORT). */
+  allowedOrigins?: string[]
+  /** Fastify logger (default off). */
+  logger?: boolean
+}
+
+interface StaticFile {
+  body: Buffer
+  type: string
+}
+
+const STATIC_FILES: ReadonlyArray<readonly [route: string, file: string, type: string]> = [
+  ['/', 'index.html', 'text/html; charset=utf-8'],
+  ['/app.js', 'app.js', 'text/javascript; charset=utf-8'],
+  ['/style.css', 'style.css', 'text/css; charset=utf-8']
+]
+
+/**
+ * Finds example-app/public/ whether this module runs compiled
+ * (dist/example-app/server.js) or from source (example-app/server.ts).
+ */
+export function publicDir (): URL {
+  const candidates = [
+    new URL('../../example-app/public/', import.meta.url), // dist/example-app/ -> repo root
+    new URL('./public/', import.meta.url) // example-app/ (source)
+  ]
+  for (const dir of candidates) {
+    if (existsSync(new URL('index.html', dir))) return dir
+  }
+  throw new Error('example-app: cannot find public/ (looked in ' + candidates.map((u) => fileURLToPath(u)).join(', ') + ')')
+}
+
+function loadStatic (): Map<string, StaticFile> {
+  const dir = publicDir()
+  const files = new Map<string, StaticFile>()
+  for (const [route, file, type] of STATIC_FILES) {
+    files.set(route, { body: readFileSync(new URL(file, dir)), type })
+  }
+  return files
+}
+
+/**
+ * The default Origin allowlist: the page as served by this app on loopback,
+ * plus `http://HOST:PORT` when listening on a specific non-loopback host.
+ */
+export function defaultOrigins (port: number, host?: string): string[] {
+  const origins = [`http://127.0.0.1:${port}`, `http://localhost:${port}`]
+  if (host !== undefined && !['127.0.0.1', 'localhost', '0.0.0.0', '::', '::1', ''].includes(host)) {
+    origins.push(`http://${host.includes(':') ? `[${host}]` : host}:${port}`)
+  }
+  return origins
+}
+
+export function buildApp (opts: AppOptions): FastifyInstance {
+  const { port } = opts
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new TypeError('buildApp: opts.port must be the port the app listens on (1-65535)')
+  }
+  const origins = opts.allowedOrigins ?? defaultOrigins(port, opts.host)
+  const files = loadStatic()
+
+  const app = Fastify({ logger: opts.logger ?? false })
+
+  app.register(websocket, {
+    // Chat frames are small JSON objects; refuse anything much bigger (close 1009).
+    maxPayload: MAX_FRAME_BYTES,
+    // Ping idle sockets so a vanished browser (sleep, lost Wi-Fi) leaves the presence list.
+    heartbeat: { interval: 30_000, timeout: 10_000 }
+  })
+
+  app.register(async (app) => {
+    const chat = new Chat((topic, msg) => {
+      app.websocketServer.publish(topic, JSON.stringify(msg))
+    })
+
+    for (const [route, file] of files) {
+      app.get(route, async (_request, reply) => {
+        return reply
+          .header('content-type', file.type)
+          .header('cache-control', 'no-cache')
+          .header('x-content-type-options', 'nosniff')
+          .send(file.body)
+      })
+    }
+
+    app.get<{ Params: { room: string } }>('/chat/:room', {
+      schema: {
+        params: {
+          type: 'object',
+          properties: { room: { type: 'string', pattern: ROOM_PATTERN } },
+          required: ['room'],
+          additionalProperties: false
+        }
+      },
+      websocket: { protocols: [SUBPROTOCOL], origins, ports: [port] }
+    }, (socket, request) => {
+      const member: Member = {
+        send (msg: ServerMessage) {
+          // send() throws once the socket is closing; a reply to a dying peer is moot.
+          if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg))
+        },
+        subscribe (topic: string) {
+          socket.subscribe(topic)
+        },
+        unsubscribe (topic: string) {
+          // A no-op once closed (the plugin drops a closed socket's topics itself).
+          socket.unsubscribe(topic)
+        }
+      }
+      const session = chat.connect(request.params.room, member)
+      socket.on('message', (data: Buffer, isBinary: boolean) => {
+        session.receive(data, isBinary)
+      })
+      socket.on('close', () => {
+        session.close()
+      })
+    })
+  })
+
+  return app
+}
+
+export interface StartOptions {
+  host: string
+  port: number
+  allowedOrigins: string[] | undefined
+  logger: boolean
+}
+
+/** Reads HOST, PORT, ORIGINS (comma-separated) and LOG=1 from the environment, with the embedded defaults. */
+export function optionsFromEnv (env: NodeJS.ProcessEnv = process.env): StartOptions {
+  const host = env.HOST !== undefined && env.HOST !== '' ? env.HOST : DEFAULT_HOST
+  let port = DEFAULT_PORT
+  if (env.PORT !== undefined && env.PORT !== '') {
+    port = Number(env.PORT)
+    if (!/^\d{1,5}$/.test(env.PORT) || port <= 0 || port > 65535) throw new Error(`invalid PORT ${JSON.stringify(env.PORT)}`)
+  }
+  const allowedOrigins = env.ORIGINS !== undefined && env.ORIGINS.trim() !== ''
+    ? [...defaultOrigins(port, host), ...env.ORIGINS.split(',').map((o) => o.trim()).filter((o) => o !== '')]
+    : undefined
+  return { host, port, allowedOrigins, logger: env.LOG === '1' }
+}
+
+/** Builds the app, listens, and prints the URL to open. */
+export async function start (opts: StartOptions, log: (line: string) => void = console.log): Promise<FastifyInstance> {
+  const { host, port } = opts
+  const app = buildApp({ port, host, logger: opts.logger, ...(opts.allowedOrigins !== undefined && { allowedOrigins: opts.allowedOrigins }) })
+  await app.listen({ port, host })
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  log(`example chat listening: open http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`)
+  log(`allowed origins: ${(opts.allowedOrigins ?? defaultOrigins(port, host)).join(', ')}`)
+  return app
+}
+
+async function main (): Promise<void> {
+  const app = await start(optionsFromEnv())
+  const stop = (): void => {
+    app.close().then(() => process.exit(0), () => process.exit(1))
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+function isMain (): boolean {
+  const entry = process.argv[1]
+  if (entry === undefined) return false
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+if (isMain()) {
+  main().catch((err: unknown) => {
+    console.error(err)
+    process.exit(1)
+  })
+}
