@@ -82,6 +82,21 @@ export function webSocketRoute<const Protocols extends readonly string[] = reado
   return options as unknown as RouteOptions
 }
 
+/**
+ * Fastify's `trustProxy` option. Fastify 5 drops it from `initialConfig` (its config schema has no such key),
+ * so read it from the options object Fastify keeps on the instance (symbol 'fastify.options').
+ */
+function fastifyTrustProxy (fastify: FastifyInstance): unknown {
+  for (let o: object | null = fastify; o !== null; o = Object.getPrototypeOf(o) as object | null) {
+    for (const symbol of Object.getOwnPropertySymbols(o)) {
+      if (symbol.description === 'fastify.options') {
+        return ((o as Record<symbol, unknown>)[symbol] as { trustProxy?: unknown } | undefined)?.trustProxy
+      }
+    }
+  }
+  return (fastify.initialConfig as { trustProxy?: unknown }).trustProxy
+}
+
 const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastifyRfc6455 (fastify, options) {
   const base = resolveOptions(options, DEFAULTS, '', false)
   const topics = (options as WebSocketPluginOptions).topics
@@ -90,13 +105,15 @@ const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastif
     throw new FST_WS_INVALID_OPTION('topics', 'expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount)')
   }
   const server = new WebSocketServer(topics ?? new MemoryTopics())
-  const state: PluginState = { server, trust: compileTrust((fastify.initialConfig as { trustProxy?: unknown }).trustProxy), base }
+  const state: PluginState = { server, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const onUpgrade = createUpgradeListener(fastify, server)
 
   const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
   fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
   fastify.decorate('websocketServer', server)
-  fastify.decorate('injectWS', function (path: string, opts?: InjectWSOptions) {
+  fastify.decorate('injectWS', async function (path: string, opts?: InjectWSOptions) {
+    // Like app.inject(): routes registered after the plugin exist only once the app has booted.
+    await fastify.ready()
     return injectWS(onUpgrade as Parameters<typeof injectWS>[0], path, opts)
   })
 
@@ -104,7 +121,8 @@ const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastif
   fastify.addHook('onListen', function warnAboutPorts (done) {
     for (const address of fastify.addresses()) {
       if (typeof address === 'string') continue
-      const refused = policies.filter((p) => p.ports !== null && !p.ports.has(address.port)).map((p) => p.url)
+      // A GET route's HEAD twin goes through onRoute too: list each url once.
+      const refused = [...new Set(policies.filter((p) => p.ports !== null && !p.ports.has(address.port)).map((p) => p.url))]
       if (refused.length > 0) {
         fastify.log.warn({ port: address.port, routes: refused },
           `WebSocket upgrades on port ${address.port} will be refused with 403 by the "ports" option (default [80, 443]); ` +

@@ -87,6 +87,7 @@ export function injectWS (onUpgrade: UpgradeListener, path: string, options: Inj
       }
       if (status !== 101) {
         client.removeListener('data', onData)
+        client.removeListener('close', onEarlyClose) // settle with the status, not as an early close
         let body = received.subarray(end + 4).toString()
         client.on('data', (more: Buffer) => { body += more.toString() })
         let settled = false

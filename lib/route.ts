@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { FST_WS_INVALID_ROUTE } from './errors.js'
 import { resolveOptions } from './options.js'
+import { hasToken } from './handshake.js'
 import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
 
@@ -18,7 +19,10 @@ interface WebSocketRouteFields {
 }
 
 function upgradeRequired (reply: FastifyReply): FastifyReply {
-  return reply.code(426).header('upgrade', 'websocket').header('connection', 'Upgrade')
+  // Setting Connection ourselves overrides Node's keep-alive decision: keep the client's "close" (and HTTP/1.0's default).
+  const raw = reply.request.raw
+  const close = hasToken(raw.headers.connection, 'close') || raw.httpVersionMajor < 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor < 1)
+  return reply.code(426).header('upgrade', 'websocket').header('connection', close ? 'Upgrade, close' : 'Upgrade')
     .send({ statusCode: 426, error: 'Upgrade Required', message: 'This route only accepts WebSocket connections' })
 }
 

@@ -15,7 +15,7 @@ export function isToken (value: string): boolean {
 }
 
 /**
- * Parse the offered protocols (repeated headers are joined by Node with ', ').
+ * Parse the offered protocols (repeated headers are joined by Node with ', '; empty list elements are skipped).
  * Returns the list (possibly empty), or null if the header is malformed or too large.
  * Linear in the header length: one pass over commas, no backtracking.
  */
@@ -30,14 +30,13 @@ export function parseProtocols (header: string | string[] | undefined): string[]
     if (end === -1) end = value.length
     const item = value.slice(start, end).trim()
     start = end + 1
-    if (item === '') {
-      if (out.length === 0 && start > value.length) break // empty header
-      return null
-    }
+    if (item === '') continue // empty list elements are ignored (RFC 7230 §7)
     if (!TOKEN.test(item) || out.includes(item)) return null
     if (out.length === MAX_PROTOCOLS) return null
     out.push(item)
   }
+  // A header that is only commas and spaces offers nothing: 1#token needs one element.
+  if (out.length === 0 && value.trim() !== '') return null
   return out
 }
 

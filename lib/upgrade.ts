@@ -41,6 +41,7 @@ export function createUpgradeListener (fastify: FastifyInstance, server: WebSock
     // Node removed its own listeners: without this, a reset before we answer would crash the process.
     socket.on('error', swallow)
     if (server._closing) {
+      fastify.log.info({ url: req.url, status: 503 }, 'WebSocket upgrade refused: server is shutting down')
       rawReject(socket, 503, 'Server is shutting down')
       return
     }
