@@ -3,16 +3,11 @@
  * offer and pick the server's preferred protocol among them.
  */
 
-/** RFC 7230 tchar. */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+import { isToken } from './extension.js'
 
 /** Upper bounds that keep parsing cheap on hostile input. */
 const MAX_PROTOCOLS = 64
 const MAX_HEADER_LENGTH = 4096
-
-export function isToken (value: string): boolean {
-  return TOKEN.test(value)
-}
 
 /**
  * Parse the offered protocols (repeated headers are joined by Node with ', '; empty list elements are skipped).
@@ -31,7 +26,7 @@ export function parseProtocols (header: string | string[] | undefined): string[]
     const item = value.slice(start, end).trim()
     start = end + 1
     if (item === '') continue // empty list elements are ignored (RFC 7230 §7)
-    if (!TOKEN.test(item) || out.includes(item)) return null
+    if (!isToken(item) || out.includes(item)) return null
     if (out.length === MAX_PROTOCOLS) return null
     out.push(item)
   }

@@ -2,7 +2,8 @@
 // an unoffered protocol is never echoed, and the header is parsed strictly and in linear time.
 import t from 'tap'
 import { connect } from 'node:net'
-import { parseProtocols, pickProtocol, isToken } from '../lib/subprotocol.js'
+import { parseProtocols, pickProtocol } from '../lib/subprotocol.js'
+import { isToken } from '../lib/extension.js'
 import type { HandshakeRejectedError } from '../lib/index.js'
 import { buildApp, listen, handshake, rawHttp, openWs, within } from './fixtures/core-helpers.js'
 
