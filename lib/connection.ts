@@ -131,7 +131,11 @@ export class Connection implements ReceiverHost {
   }
 
   onPing (data: Buffer): void {
-    if (this.readyState === OPEN) this.sender.sendControl(OPCODE_PONG, data)
+    if (this.readyState === OPEN) {
+      this.sender.sendControl(OPCODE_PONG, data)
+      // A ping flood from a peer that does not read its pongs is outbound pressure like any other.
+      this.afterWrite()
+    }
     this.host._onPing(data)
   }
 
@@ -164,9 +168,11 @@ export class Connection implements ReceiverHost {
     if (this.readyState === CLOSED) return
     this.receiver.stop()
     if (this.closeCode === 1006 && !this.closeReceived) this.closeCode = closeCode
-    this.host._onError(err)
-    if (!this.closeSent) this.sendClose(closePayload(closeCode, ''))
+    // CLOSING before the error is reported: a listener's send() or close() must not go out ahead of our Close.
+    const wasOpen = this.readyState === OPEN
     this.readyState = CLOSING
+    this.host._onError(err)
+    if (!this.closeSent && wasOpen) this.sendClose(closePayload(closeCode, ''))
     this.socket.end()
     this.armCloseTimer()
   }

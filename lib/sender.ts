@@ -7,7 +7,7 @@
  */
 import type { Duplex } from 'node:stream'
 import { randomFillSync } from 'node:crypto'
-import { OPCODE_CLOSE, OPCODE_TEXT } from './constants.js'
+import { OPCODE_CLOSE, OPCODE_TEXT, EMPTY_BUFFER } from './constants.js'
 import { applyMask } from './mask.js'
 import type { PerMessageDeflate } from './permessage-deflate.js'
 
@@ -28,6 +28,18 @@ function nextMask (): Buffer {
   const mask = maskPool.subarray(maskPoolOffset, maskPoolOffset + 4)
   maskPoolOffset += 4
   return mask
+}
+
+/**
+ * Node calls a write callback with no error when the socket was destroyed while the write was in flight
+ * (a peer that vanished mid-send): report that as the failure it is. Only sends that pass a callback pay for this.
+ */
+function guarded (socket: Duplex, cb: WriteCallback | undefined): WriteCallback | undefined {
+  if (cb === undefined) return undefined
+  return (err) => {
+    if ((err === undefined || err === null) && socket.destroyed) err = new Error('WebSocket closed before the message was sent')
+    cb(err)
+  }
 }
 
 function headerLength (payloadLength: number, masked: boolean): number {
@@ -121,7 +133,7 @@ export class Sender {
     writeHeader(out, OPCODE_TEXT, length, true, false, mask)
     out.write(text, hl)
     if (mask !== null) applyMask(out, mask, hl, out.length)
-    return this.socket.write(out, cb)
+    return this.socket.write(out, guarded(this.socket, cb))
   }
 
   /** Send one whole data message (text or binary), compressing it when negotiated and large enough. */
@@ -157,8 +169,15 @@ export class Sender {
     this.socket.write(frame)
   }
 
+  /** Call `cb` once everything sent so far, including messages still waiting for compression, is written. */
+  flush (cb: WriteCallback): void {
+    if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_RAW, cb })
+    else this.socket.write(EMPTY_BUFFER, cb)
+  }
+
   /** Write one frame now. */
   frame (opcode: number, data: Buffer, fin: boolean, rsv1: boolean, cb?: WriteCallback): boolean {
+    cb = guarded(this.socket, cb)
     const length = data.length
     const mask = this.masked ? nextMask() : null
     const hl = headerLength(length, mask !== null)

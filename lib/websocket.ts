@@ -56,6 +56,9 @@ export interface TopicHub {
 
 interface Held { data: Buffer, isBinary: boolean }
 
+/** What a held message counts for besides its payload, so that a flood of empty messages pauses reading too. */
+const HELD_MESSAGE_OVERHEAD = 64
+
 const emitMessage = EventEmitter.prototype.emit
 
 function toBuffer (data: SendData): Buffer {
@@ -157,7 +160,15 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
         resolve()
         return
       }
-      this.conn.socket.write(EMPTY_BUFFER, (err?: Error | null) => { if (err) reject(err); else resolve() })
+      const socket = this.conn.socket
+      if (socket.writableEnded) {
+        // Closing: nothing more may be written, wait for what is buffered to finish.
+        socket.once('finish', () => resolve())
+        socket.once('close', () => reject(new FST_WS_NOT_OPEN(String(CLOSED))))
+        return
+      }
+      // Through the sender, so that messages still waiting for compression are waited for too.
+      this.conn.sender.flush((err?: Error | null) => { if (err) reject(err); else resolve() })
     })
   }
 
@@ -281,7 +292,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       return
     }
     this.held.push({ data, isBinary })
-    this.heldBytes += data.length
+    this.heldBytes += data.length + HELD_MESSAGE_OVERHEAD
     if (this.heldBytes > this.ctx.inboundHighWaterMark) this.conn.pause(PAUSE_INBOUND)
   }
 
@@ -302,8 +313,8 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   }
 
   private release (bytes: number): void {
-    this.heldBytes -= bytes
-    if (this.heldBytes <= this.ctx.inboundHighWaterMark >>> 1) this.conn.resume(PAUSE_INBOUND)
+    this.heldBytes -= bytes + HELD_MESSAGE_OVERHEAD
+    if (this.heldBytes <= this.ctx.inboundHighWaterMark / 2) this.conn.resume(PAUSE_INBOUND)
   }
 
   /** @internal A handler or listener failed: log it and close with 1011 (Internal Error). */
