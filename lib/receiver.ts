@@ -49,6 +49,9 @@ export class Receiver {
   private masked = false
   private payloadLength = 0
   private readonly maskKey = Buffer.alloc(4)
+  private rotated: Buffer | null = null
+  /** The current frame is text whose UTF-8 is checked as its pieces arrive. */
+  private streamText = false
   private partial: Buffer | null = null
   private partialFilled = 0
   // current fragmented message
@@ -100,19 +103,21 @@ export class Receiver {
     let off = 0
     while (true) {
       if (this.state === PAYLOAD) {
+        // A frame spread over several chunks: unmask (and check text) piece by piece, so invalid
+        // UTF-8 fails on the piece that carries it, not when the frame completes.
         const partial = this.partial!
-        const need = this.payloadLength - this.partialFilled
-        const avail = len - off
-        if (avail < need) {
-          chunk.copy(partial, this.partialFilled, off, len)
-          this.partialFilled += avail
-          return
+        const start = this.partialFilled
+        const take = Math.min(this.payloadLength - start, len - off)
+        chunk.copy(partial, start, off, off + take)
+        off += take
+        this.partialFilled = start + take
+        if (this.masked) applyMask(partial, this.rotatedMask(start & 3), start, start + take)
+        if (this.streamText && !this.utf8.write(partial, start, start + take)) {
+          return this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
         }
-        chunk.copy(partial, this.partialFilled, off, off + need)
-        off += need
+        if (this.partialFilled < this.payloadLength) return
         this.partial = null
         this.state = HEADER
-        if (this.masked) applyMask(partial, this.maskKey, 0, partial.length)
         if (!this.frame(partial)) return this.park(chunk, off)
         continue
       }
@@ -171,7 +176,21 @@ export class Receiver {
       this.partial = Buffer.allocUnsafe(payloadLength)
       this.partialFilled = 0
       this.state = PAYLOAD
+      const opcode = this.opcode
+      this.streamText = opcode === OPCODE_TEXT
+        ? !this.rsv1
+        : opcode === OPCODE_CONTINUATION && this.messageOpcode === OPCODE_TEXT && !this.messageCompressed
+      if (opcode === OPCODE_TEXT) this.utf8.reset()
     }
+  }
+
+  /** The mask as seen from payload offset `k` of the frame (k = offset & 3). */
+  private rotatedMask (k: number): Buffer {
+    if (k === 0) return this.maskKey
+    const rotated = this.rotated ?? (this.rotated = Buffer.alloc(4))
+    const mask = this.maskKey
+    for (let i = 0; i < 4; i++) rotated[i] = mask[(i + k) & 3]!
+    return rotated
   }
 
   /** Keep the unparsed rest of a chunk while a message inflates. */
@@ -242,10 +261,13 @@ export class Receiver {
   private frame (payload: Buffer): boolean {
     const opcode = this.opcode
     if (opcode >= 8) return this.control(opcode, payload)
+    // Whether this frame's text was already fed to the UTF-8 stream as its pieces arrived.
+    const checked = this.streamText
+    this.streamText = false
     if (opcode !== OPCODE_CONTINUATION) {
       // First frame of a message.
       if (this.fin && !this.rsv1) {
-        if (opcode === OPCODE_TEXT && !isUtf8(payload)) {
+        if (opcode === OPCODE_TEXT && !(checked ? this.utf8.end() : isUtf8(payload))) {
           this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
           return false
         }
@@ -255,10 +277,10 @@ export class Receiver {
       this.messageOpcode = opcode
       this.messageCompressed = this.rsv1
       this.messageLength = 0
-      if (opcode === OPCODE_TEXT) this.utf8.reset()
+      if (opcode === OPCODE_TEXT && !checked) this.utf8.reset()
     }
     if (payload.length > 0) {
-      if (this.messageOpcode === OPCODE_TEXT && !this.messageCompressed &&
+      if (this.messageOpcode === OPCODE_TEXT && !this.messageCompressed && !checked &&
           !this.utf8.write(payload, 0, payload.length)) {
         this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
         return false

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { Receiver } from '../lib/receiver.js'
 import {
-  buildFrames, closePayload, describe, RecordingHost, type Event, type FrameSpec
+  buildFrame, buildFrames, closePayload, describe, RecordingHost, type Event, type FrameSpec
 } from './fixtures/engine-helpers.js'
 
 const TEXT = 0x1
@@ -481,4 +481,41 @@ t.test('no uncaught exception from malformed input', async (t) => {
     }
   }
   t.equal(thrown, 0, `no exception in ${runs} runs`)
+})
+
+t.test('invalid UTF-8 fails on the TCP piece that carries it, inside one frame', async (t) => {
+  for (const role of ROLES) {
+    const masked = role === 'server'
+    // One 200-byte text frame: valid text, then an impossible byte at offset 50, then more text.
+    const payload = Buffer.from('a'.repeat(200))
+    payload[50] = 0xff
+    const frame = buildFrame({ opcode: TEXT, payload }, masked)
+    const headerLength = frame.length - payload.length
+    const host = new RecordingHost()
+    const receiver = new Receiver(host, { isServer: masked, maxPayload: MiB })
+    receiver.push(frame.subarray(0, headerLength + 40))
+    t.same(host.events, [], `${role}: the first 40 valid bytes raise nothing`)
+    receiver.push(frame.subarray(headerLength + 40, headerLength + 60))
+    t.same(host.events, [utf8Error], `${role}: the piece with the bad byte fails the connection, before the frame ends`)
+    // A valid 4-byte character split across the pieces of one frame, at every offset, is delivered intact.
+    const text = 'x'.repeat(13) + '\u{1F600}' + 'y'.repeat(13)
+    const good = buildFrame({ opcode: TEXT, payload: text }, masked)
+    for (let cut = 1; cut < good.length; cut++) {
+      const h = new RecordingHost()
+      const r = new Receiver(h, { isServer: masked, maxPayload: MiB })
+      r.push(good.subarray(0, cut))
+      r.push(good.subarray(cut))
+      if (cut === 1 || cut === good.length - 1) t.same(h.events, [msg(text)], `${role}: split at ${cut}`)
+      else if (JSON.stringify(h.events) !== JSON.stringify([msg(text)])) t.fail(`${role}: split at ${cut} gave ${JSON.stringify(h.events)}`)
+    }
+    // The same for a continuation frame of a fragmented text message.
+    const fragmented = Buffer.concat([
+      buildFrame({ opcode: TEXT, payload: 'start', fin: false }, masked),
+      buildFrame({ opcode: CONT, payload: Buffer.concat([Buffer.from('b'.repeat(30)), Buffer.from([0xc0, 0x80]), Buffer.from('c'.repeat(30))]) }, masked)
+    ])
+    const h2 = new RecordingHost()
+    const r2 = new Receiver(h2, { isServer: masked, maxPayload: MiB })
+    r2.push(fragmented.subarray(0, fragmented.length - 20))
+    t.same(h2.events, [utf8Error], `${role}: overlong C0 80 inside a continuation frame fails before the frame completes`)
+  }
 })
