@@ -119,6 +119,12 @@ function accept (
   }
 
   reply.hijack()
+  if (pending.socket.destroyed || pending.socket.readableEnded) {
+    // The peer left (or half-closed) while the hooks ran: nobody to upgrade, nothing to count.
+    request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
+    pending.socket.destroy()
+    return undefined
+  }
   const socket = claimSocket(pending)
   socket.write(switchingProtocols(key, protocol, extensions))
   const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void }

@@ -110,6 +110,7 @@ export class Connection implements ReceiverHost {
     if (head !== null && head.length > 0) this.onData(head)
     socket.on('data', this.onData)
     if (socket.destroyed) queueMicrotask(this.onSocketClose)
+    else if (socket.readableEnded) queueMicrotask(this.onEnd)
   }
 
   get bufferedAmount (): number {
@@ -205,7 +206,9 @@ export class Connection implements ReceiverHost {
   afterWrite (): boolean {
     const buffered = this.bufferedAmount
     if (buffered <= this.sendHighWaterMark) return true
-    if (buffered > this.maxBufferedAmount) {
+    // A single large send may pass the limit on a healthy socket; a socket already paused for not
+    // draining, that keeps being sent to past the limit, is a peer that cannot keep up.
+    if (buffered > this.maxBufferedAmount && (this.pauseReasons & PAUSE_OUTBOUND) !== 0) {
       this.slowConsumer()
       return false
     }
