@@ -279,7 +279,12 @@ t.test('a ping flood from a peer that never reads does not grow server memory wi
     let sent = 0
     const deadline = Date.now() + 5000 // a bound on the flood, not a speed assertion
     while (sent < 200 && !ws.socket.destroyed && Date.now() < deadline) {
-      if (!ws.write(batch)) await Promise.race([new Promise((resolve) => ws.socket.once('drain', resolve)), delay(200)])
+      if (!ws.write(batch)) {
+        // Wait for drain, or 200 ms; either way drop the listener so waits do not pile up.
+        let onDrain = (): void => {}
+        await Promise.race([new Promise<void>((resolve) => { onDrain = resolve; ws.socket.once('drain', onDrain) }), delay(200)])
+        ws.socket.removeListener('drain', onDrain)
+      }
       sent++
     }
     t.comment(`client wrote ${sent} of 200 batches of 1000 pings before the server stopped reading or closed`)
