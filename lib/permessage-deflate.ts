@@ -5,8 +5,8 @@
  * One PerMessageDeflate belongs to one socket. It owns at most one raw-deflate and one raw-inflate zlib stream.
  * When context takeover is allowed for a direction, that direction's stream lives as long as the socket, so the
  * LZ77 window carries over from message to message; when no_context_takeover was negotiated for it, the stream is
- * released after every message (freeing its zlib memory while the socket idles) and the next message starts a
- * fresh one. Every zlib job goes through the process-wide FIFO limiter of lib/deflate-queue.ts, and per socket
+ * reset after every message (a cheap deflateReset/inflateReset: rebuilding a zlib stream per message halved
+ * compressed throughput). Streams are created lazily, on the first message that needs one. Every zlib job goes through the process-wide FIFO limiter of lib/deflate-queue.ts, and per socket
  * and per direction only one job is in flight, so callbacks come back in call order.
  */
 import { createDeflateRaw, createInflateRaw, constants as zlibConstants } from 'node:zlib'
@@ -395,7 +395,9 @@ export class PerMessageDeflate {
         const joined = chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, length)
         // A sync flush always ends with the empty stored block 00 00 ff ff (RFC 7692 §7.2.1).
         const result = joined.subarray(0, length - 4)
-        if (this.#deflateNoContextTakeover) this.#dropDeflate()
+        // Without context takeover, reset the window rather than rebuild the stream: re-creating a zlib
+        // stream per message costs more than the compression itself.
+        if (this.#deflateNoContextTakeover) s.reset()
         finish()
         cb(null, result)
       })
@@ -461,7 +463,8 @@ export class PerMessageDeflate {
         this.#inflateLength = 0
         // A block with BFINAL set ends the zlib stream: further input would be ignored, so start a new one
         // (RFC 7692 §7.2.3.3 allows such a block; the peer cannot then expect its window to carry over).
-        if (this.#inflateNoContextTakeover || s.bytesWritten !== this.#inflateInput) this.#dropInflate()
+        if (s.bytesWritten !== this.#inflateInput) this.#dropInflate()
+        else if (this.#inflateNoContextTakeover) s.reset()
         finish()
         cb(null, result)
       })
