@@ -32,6 +32,8 @@ export interface RouteState {
   open: number
   handler: AnyWebSocketHandler
   connection: ConnectionOptions
+  /** Shared by the route's sockets. */
+  context: SocketContext
 }
 
 function reject (request: FastifyRequest, reply: FastifyReply, rejection: Rejection): FastifyReply {
@@ -131,16 +133,7 @@ function accept (
   if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
   if (typeof maybeNet.setTimeout === 'function') maybeNet.setTimeout(0)
 
-  const ctx: SocketContext = {
-    log: request.log,
-    inboundHighWaterMark: opts.inboundHighWaterMark,
-    topics: server.topics,
-    release: (ws) => {
-      server._clients.delete(ws)
-      route.open--
-    }
-  }
-  const ws = new WebSocket(socket, connection, protocol, extensions, ctx)
+  const ws = new WebSocket(socket, connection, protocol, extensions, route.context, request.log)
   server._clients.add(ws)
   route.open++
   let result: unknown

@@ -58,12 +58,8 @@ export class Connection implements ReceiverHost {
   readonly sender: Sender
   readyState: number = OPEN
   private readonly host: ConnectionHost
-  private readonly isServer: boolean
-  private readonly closeTimeout: number
-  private readonly sendHighWaterMark: number
-  private readonly maxBufferedAmount: number
-  private readonly drainTimeout: number
-  private readonly deflate: PerMessageDeflate | null
+  /** Shared by every socket of a route: one pointer instead of a copy of each limit. */
+  private readonly options: ConnectionOptions
   private closeSent = false
   private closeReceived = false
   private closeCode = 1006
@@ -72,7 +68,6 @@ export class Connection implements ReceiverHost {
   private pauseReasons = 0
   private drainTimer: NodeJS.Timeout | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
-  private readonly heartbeat: HeartbeatOptions | null
   private awaitingPong = false
   private active = false
   private closedEmitted = false
@@ -80,37 +75,25 @@ export class Connection implements ReceiverHost {
   constructor (socket: Duplex, host: ConnectionHost, options: ConnectionOptions) {
     this.socket = socket
     this.host = host
-    this.isServer = options.isServer
-    this.closeTimeout = options.closeTimeout
-    this.sendHighWaterMark = options.sendHighWaterMark
-    this.maxBufferedAmount = options.maxBufferedAmount
-    this.drainTimeout = options.drainTimeout
-    this.heartbeat = options.heartbeat
-    this.deflate = options.deflate
-    this.receiver = new Receiver(this, { isServer: options.isServer, maxPayload: options.maxPayload })
-    this.sender = new Sender(socket, !options.isServer)
-    this.receiver.deflate = options.deflate
-    this.sender.deflate = options.deflate
-    this.sender.onError = this.onSendError.bind(this)
-    this.onData = this.onData.bind(this)
-    this.onEnd = this.onEnd.bind(this)
-    this.onSocketClose = this.onSocketClose.bind(this)
-    this.onSocketError = this.onSocketError.bind(this)
-    this.onSocketDrain = this.onSocketDrain.bind(this)
+    this.options = options
+    this.receiver = new Receiver(this, options)
+    this.sender = new Sender(socket, !options.isServer, this, options.deflate)
   }
 
   /** Start reading: `head` holds bytes that arrived with the handshake. */
   start (head: Buffer | null): void {
-    const socket = this.socket
-    socket.on('error', this.onSocketError)
-    socket.on('close', this.onSocketClose)
-    socket.on('end', this.onEnd)
-    socket.on('drain', this.onSocketDrain)
-    if (this.heartbeat !== null) this.scheduleHeartbeat(this.heartbeat.interval)
+    const socket = this.socket as OwnedSocket
+    // Shared listener functions find their connection through the socket: no closures per connection.
+    socket[kConnection] = this
+    socket.on('error', socketOnError)
+    socket.on('close', socketOnClose)
+    socket.on('end', socketOnEnd)
+    socket.on('drain', socketOnDrain)
+    if (this.options.heartbeat !== null) this.scheduleHeartbeat(this.options.heartbeat.interval)
     if (head !== null && head.length > 0) this.onData(head)
-    socket.on('data', this.onData)
-    if (socket.destroyed) queueMicrotask(this.onSocketClose)
-    else if (socket.readableEnded) queueMicrotask(this.onEnd)
+    socket.on('data', socketOnData)
+    if (socket.destroyed) queueMicrotask(() => this.onSocketClose())
+    else if (socket.readableEnded) queueMicrotask(() => this.onEnd())
   }
 
   get bufferedAmount (): number {
@@ -118,7 +101,7 @@ export class Connection implements ReceiverHost {
   }
 
   /** Run `receiver.push` corked, so every reply written while parsing one chunk leaves in one writev. */
-  private onData (chunk: Buffer): void {
+  onData (chunk: Buffer): void {
     this.active = true
     const socket = this.socket
     socket.cork()
@@ -154,7 +137,7 @@ export class Connection implements ReceiverHost {
       this.sendClose(code === 1005 ? EMPTY_BUFFER : closePayload(code, ''))
     }
     this.readyState = CLOSING
-    if (this.isServer) this.socket.end()
+    if (this.options.isServer) this.socket.end()
     this.armCloseTimer()
   }
 
@@ -183,7 +166,7 @@ export class Connection implements ReceiverHost {
     if (this.readyState !== OPEN) return
     this.readyState = CLOSING
     this.sendClose(code === undefined ? EMPTY_BUFFER : closePayload(code, reason))
-    if (this.closeReceived && this.isServer) this.socket.end()
+    if (this.closeReceived && this.options.isServer) this.socket.end()
     this.armCloseTimer()
   }
 
@@ -205,18 +188,18 @@ export class Connection implements ReceiverHost {
   /** After a write: apply the outbound policy. Returns whether the caller may keep sending. */
   afterWrite (): boolean {
     const buffered = this.bufferedAmount
-    if (buffered <= this.sendHighWaterMark) return true
+    if (buffered <= this.options.sendHighWaterMark) return true
     // A single large send may pass the limit on a healthy socket; a socket already paused for not
     // draining, that keeps being sent to past the limit, is a peer that cannot keep up.
-    if (buffered > this.maxBufferedAmount && (this.pauseReasons & PAUSE_OUTBOUND) !== 0) {
+    if (buffered > this.options.maxBufferedAmount && (this.pauseReasons & PAUSE_OUTBOUND) !== 0) {
       this.slowConsumer()
       return false
     }
     if ((this.pauseReasons & PAUSE_OUTBOUND) === 0) {
       // Stop reading from a peer that does not read our replies, until it catches up.
       this.pause(PAUSE_OUTBOUND)
-      if (this.drainTimeout > 0) {
-        this.drainTimer = setTimeout(this.slowConsumer.bind(this), this.drainTimeout)
+      if (this.options.drainTimeout > 0) {
+        this.drainTimer = setTimeout(this.slowConsumer.bind(this), this.options.drainTimeout)
         this.drainTimer.unref()
       }
     }
@@ -236,11 +219,11 @@ export class Connection implements ReceiverHost {
 
   private slowConsumer (): void {
     if (this.readyState !== OPEN) return
-    const err = withCloseCode(new FST_WS_SLOW_CONSUMER(this.maxBufferedAmount), 1008) as WebSocketError
+    const err = withCloseCode(new FST_WS_SLOW_CONSUMER(this.options.maxBufferedAmount), 1008) as WebSocketError
     this.fail(1008, err)
   }
 
-  private onSendError (err: Error): void {
+  onSendError (err: Error): void {
     this.fail(1011, withCloseCode(new FST_WS_DEFLATE_ERROR(err.message), 1011) as WebSocketError)
   }
 
@@ -251,12 +234,12 @@ export class Connection implements ReceiverHost {
 
   private armCloseTimer (): void {
     if (this.closeTimer !== null) return
-    this.closeTimer = setTimeout(destroySocket, this.closeTimeout, this.socket)
+    this.closeTimer = setTimeout(destroySocket, this.options.closeTimeout, this.socket)
     this.closeTimer.unref()
   }
 
-  private onSocketDrain (): void {
-    if ((this.pauseReasons & PAUSE_OUTBOUND) !== 0 && this.bufferedAmount <= this.sendHighWaterMark) {
+  onSocketDrain (): void {
+    if ((this.pauseReasons & PAUSE_OUTBOUND) !== 0 && this.bufferedAmount <= this.options.sendHighWaterMark) {
       if (this.drainTimer !== null) {
         clearTimeout(this.drainTimer)
         this.drainTimer = null
@@ -266,7 +249,7 @@ export class Connection implements ReceiverHost {
     this.host._onDrain()
   }
 
-  private onEnd (): void {
+  onEnd (): void {
     // The peer half-closed: finish our side too (http servers allow half-open sockets).
     if (this.readyState === OPEN) this.readyState = CLOSING
     this.receiver.stop()
@@ -274,13 +257,13 @@ export class Connection implements ReceiverHost {
     this.armCloseTimer()
   }
 
-  private onSocketError (): void {
+  onSocketError (): void {
     // ECONNRESET and the like: the 'close' event that follows reports 1006.
     this.receiver.stop()
     this.socket.destroy()
   }
 
-  private onSocketClose (): void {
+  onSocketClose (): void {
     if (this.closedEmitted) return
     this.closedEmitted = true
     this.readyState = CLOSED
@@ -289,9 +272,9 @@ export class Connection implements ReceiverHost {
     if (this.drainTimer !== null) clearTimeout(this.drainTimer)
     if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer)
     this.closeTimer = this.drainTimer = this.heartbeatTimer = null
-    this.socket.removeListener('data', this.onData)
+    this.socket.removeListener('data', socketOnData)
     this.sender.abort(new Error('WebSocket closed before the message was sent'))
-    if (this.deflate !== null) this.deflate.close()
+    if (this.options.deflate !== null) this.options.deflate.close()
     this.host._onClose(this.closeCode, this.closeReason)
   }
 
@@ -302,7 +285,7 @@ export class Connection implements ReceiverHost {
   }
 
   private onHeartbeat (this: void, self: Connection): void {
-    const hb = self.heartbeat!
+    const hb = self.options.heartbeat!
     if (self.readyState !== OPEN) return
     if (self.awaitingPong && !self.active) {
       const err = withCloseCode(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006) as WebSocketError
@@ -320,6 +303,29 @@ export class Connection implements ReceiverHost {
     self.sender.sendControl(OPCODE_PING, EMPTY_BUFFER)
     self.scheduleHeartbeat(hb.timeout)
   }
+}
+
+const kConnection = Symbol('fastify-rfc6455.connection')
+type OwnedSocket = Duplex & { [kConnection]?: Connection }
+
+function socketOnData (this: OwnedSocket, chunk: Buffer): void {
+  this[kConnection]!.onData(chunk)
+}
+
+function socketOnEnd (this: OwnedSocket): void {
+  this[kConnection]!.onEnd()
+}
+
+function socketOnClose (this: OwnedSocket): void {
+  this[kConnection]!.onSocketClose()
+}
+
+function socketOnError (this: OwnedSocket): void {
+  this[kConnection]!.onSocketError()
+}
+
+function socketOnDrain (this: OwnedSocket): void {
+  this[kConnection]!.onSocketDrain()
 }
 
 function destroySocket (socket: Duplex): void {

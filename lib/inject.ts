@@ -41,6 +41,7 @@ export interface HandshakeRejectedError extends Error {
 type UpgradeListener = (req: IncomingMessage, socket: DuplexEnd, head: Buffer) => void
 
 const silentLog = { warn () {}, error () {} }
+const CLIENT_CONTEXT = { inboundHighWaterMark: DEFAULTS.inboundHighWaterMark, topics: null, release: null }
 
 export function injectWS (onUpgrade: UpgradeListener, path: string, options: InjectWSOptions = {}): Promise<WebSocket> {
   const [client, server] = duplexPair()
@@ -136,9 +137,7 @@ export function injectWS (onUpgrade: UpgradeListener, path: string, options: Inj
         heartbeat: null,
         deflate
       }
-      const ws = new WebSocket(client, connection, responseHeaders['sec-websocket-protocol'] ?? '', extensions, {
-        log: silentLog, inboundHighWaterMark: DEFAULTS.inboundHighWaterMark, topics: null, release: null
-      })
+      const ws = new WebSocket(client, connection, responseHeaders['sec-websocket-protocol'] ?? '', extensions, CLIENT_CONTEXT, silentLog)
       ws._start(received.subarray(end + 4))
       resolve(ws)
     }

@@ -28,17 +28,34 @@ const HEADER = 0
 const PAYLOAD = 1
 const STOPPED = 2
 
+/**
+ * Scratch space for the current frame's mask. Parsing is synchronous, so one module-level buffer serves
+ * every connection; a frame left incomplete keeps its mask as a number until its next piece arrives.
+ */
+const MASK = Buffer.alloc(4)
+
 export interface ReceiverOptions {
   /** Server role: client frames must be masked. Client role: server frames must not be. */
   isServer: boolean
   maxPayload: number
+  /** The socket's permessage-deflate state, when negotiated. */
+  deflate?: PerMessageDeflate | null
+}
+const ROTATED = Buffer.alloc(4)
+
+/** MASK as seen from payload offset `k` of the frame (k = offset & 3). */
+function rotatedMask (k: number): Buffer {
+  if (k === 0) return MASK
+  for (let i = 0; i < 4; i++) ROTATED[i] = MASK[(i + k) & 3]!
+  return ROTATED
 }
 
 export class Receiver {
   private readonly host: ReceiverHost
+  /** Server role: client frames must be masked. Client role: server frames must not be. */
   private readonly isServer: boolean
   private readonly maxPayload: number
-  deflate: PerMessageDeflate | null = null
+  private readonly deflate: PerMessageDeflate | null
 
   private state = HEADER
   private leftover: Buffer | null = null
@@ -48,8 +65,8 @@ export class Receiver {
   private opcode = 0
   private masked = false
   private payloadLength = 0
-  private readonly maskKey = Buffer.alloc(4)
-  private rotated: Buffer | null = null
+  /** The mask of a frame whose payload spans chunks (big-endian), restored into MASK per piece. */
+  private maskKey = 0
   /** The current frame is text whose UTF-8 is checked as its pieces arrive. */
   private streamText = false
   private partial: Buffer | null = null
@@ -59,17 +76,23 @@ export class Receiver {
   private messageCompressed = false
   private messageBuffer: Buffer | null = null
   private messageLength = 0
-  private readonly utf8 = new Utf8Stream()
+  /** Created on the first fragmented or chunk-spanning text message. */
+  private utf8Stream: Utf8Stream | null = null
   // permessage-deflate: input waits while a message inflates
   private inflating = false
   private queued: Buffer[] = []
-  private readonly onInflated: (err: InflateError | null, data: Buffer | null) => void
+  private readonly onInflated: ((err: InflateError | null, data: Buffer | null) => void) | null
 
   constructor (host: ReceiverHost, options: ReceiverOptions) {
     this.host = host
     this.isServer = options.isServer
     this.maxPayload = options.maxPayload
-    this.onInflated = this.inflated.bind(this)
+    this.deflate = options.deflate ?? null
+    this.onInflated = this.deflate === null ? null : this.inflated.bind(this)
+  }
+
+  private get utf8 (): Utf8Stream {
+    return this.utf8Stream ?? (this.utf8Stream = new Utf8Stream())
   }
 
   /** Stop parsing for good (the connection is closing or failed). */
@@ -111,7 +134,10 @@ export class Receiver {
         chunk.copy(partial, start, off, off + take)
         off += take
         this.partialFilled = start + take
-        if (this.masked) applyMask(partial, this.rotatedMask(start & 3), start, start + take)
+        if (this.masked) {
+          MASK.writeUInt32BE(this.maskKey, 0)
+          applyMask(partial, rotatedMask(start & 3), start, start + take)
+        }
         if (this.streamText && !this.utf8.write(partial, start, start + take)) {
           return this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
         }
@@ -158,10 +184,10 @@ export class Receiver {
         }
       }
       if (masked) {
-        this.maskKey[0] = chunk[p]!
-        this.maskKey[1] = chunk[p + 1]!
-        this.maskKey[2] = chunk[p + 2]!
-        this.maskKey[3] = chunk[p + 3]!
+        MASK[0] = chunk[p]!
+        MASK[1] = chunk[p + 1]!
+        MASK[2] = chunk[p + 2]!
+        MASK[3] = chunk[p + 3]!
         p += 4
       }
       off = p
@@ -169,28 +195,20 @@ export class Receiver {
       if (len - off >= payloadLength) {
         const payload = payloadLength === 0 ? EMPTY_BUFFER : chunk.subarray(off, off + payloadLength)
         off += payloadLength
-        if (masked && payloadLength > 0) applyMask(chunk, this.maskKey, off - payloadLength, off)
+        if (masked && payloadLength > 0) applyMask(chunk, MASK, off - payloadLength, off)
         if (!this.frame(payload)) return this.park(chunk, off)
         continue
       }
       this.partial = Buffer.allocUnsafe(payloadLength)
       this.partialFilled = 0
       this.state = PAYLOAD
+      if (masked) this.maskKey = MASK.readUInt32BE(0)
       const opcode = this.opcode
       this.streamText = opcode === OPCODE_TEXT
         ? !this.rsv1
         : opcode === OPCODE_CONTINUATION && this.messageOpcode === OPCODE_TEXT && !this.messageCompressed
       if (opcode === OPCODE_TEXT) this.utf8.reset()
     }
-  }
-
-  /** The mask as seen from payload offset `k` of the frame (k = offset & 3). */
-  private rotatedMask (k: number): Buffer {
-    if (k === 0) return this.maskKey
-    const rotated = this.rotated ?? (this.rotated = Buffer.alloc(4))
-    const mask = this.maskKey
-    for (let i = 0; i < 4; i++) rotated[i] = mask[(i + k) & 3]!
-    return rotated
   }
 
   /** Keep the unparsed rest of a chunk while a message inflates. */
@@ -298,7 +316,7 @@ export class Receiver {
     if (compressed) {
       this.opcode = isBinary ? OPCODE_BINARY : OPCODE_TEXT
       this.inflating = true
-      this.deflate!.decompress(data, this.onInflated)
+      this.deflate!.decompress(data, this.onInflated!)
       return false
     }
     if (!isBinary && !this.utf8.end()) {

@@ -10,6 +10,7 @@ import { resolveOptions } from './options.js'
 import { hasToken } from './handshake.js'
 import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
+import type { SocketContext } from './websocket.js'
 
 const kWrapped = Symbol('fastify-rfc6455.wrapped')
 
@@ -41,6 +42,14 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     const httpHandler = wsHandler !== undefined ? routeOptions.handler : null
     if (typeof wsFn !== 'function') throw new FST_WS_INVALID_ROUTE(url, 'a WebSocket route needs a handler')
     const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
+    const context: SocketContext = {
+      inboundHighWaterMark: opts.inboundHighWaterMark,
+      topics: state.server.topics,
+      release: (ws) => {
+        state.server._clients.delete(ws)
+        route.open--
+      }
+    }
     const route: RouteState = {
       opts,
       maxConnections: own ? opts.maxConnections : Infinity,
@@ -55,7 +64,8 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
         drainTimeout: opts.drainTimeout,
         heartbeat: opts.heartbeat,
         deflate: null
-      }
+      },
+      context
     }
     onPorts(opts.ports, url)
     const wrapped = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {

@@ -85,6 +85,10 @@ export function encodeFrame (opcode: number, payload: Buffer, fin = true, rsv1 =
   return out
 }
 
+export interface SenderHost {
+  onSendError (err: Error): void
+}
+
 const KIND_FRAME = 0
 const KIND_COMPRESS = 1
 const KIND_RAW = 2
@@ -100,19 +104,22 @@ interface QueuedMessage {
 export class Sender {
   private readonly socket: Duplex
   private readonly masked: boolean
-  deflate: PerMessageDeflate | null = null
+  readonly deflate: PerMessageDeflate | null
   /** Messages waiting behind one being compressed, in order. */
   private queue: QueuedMessage[] = []
   private queuedBytes = 0
   private compressing = false
-  private readonly onCompressed: (err: Error | null, data: Buffer | null) => void
-  /** Called when compression fails: the connection must fail. */
-  onError: ((err: Error) => void) | null = null
+  /** Bound once, and only on sockets that negotiated compression. */
+  private readonly onCompressed: ((err: Error | null, data: Buffer | null) => void) | null
+  /** Told when compression fails: the connection must fail. */
+  private readonly host: SenderHost | null
 
-  constructor (socket: Duplex, isClient: boolean) {
+  constructor (socket: Duplex, isClient: boolean, host: SenderHost | null = null, deflate: PerMessageDeflate | null = null) {
     this.socket = socket
     this.masked = isClient
-    this.onCompressed = this.compressed.bind(this)
+    this.host = host
+    this.deflate = deflate
+    this.onCompressed = deflate === null ? null : this.compressed.bind(this)
   }
 
   /** Bytes accepted but not yet handed to the socket (waiting for compression). */
@@ -211,7 +218,7 @@ export class Sender {
       const item = this.queue[0]!
       if (item.kind === KIND_COMPRESS) {
         this.compressing = true
-        this.deflate!.compress(item.data, this.onCompressed)
+        this.deflate!.compress(item.data, this.onCompressed!)
         return
       }
       this.queue.shift()
@@ -230,7 +237,7 @@ export class Sender {
       this.compressing = false
       const error = err ?? new Error('compression failed')
       if (item.cb !== undefined) item.cb(error)
-      if (this.onError !== null) this.onError(error)
+      if (this.host !== null) this.host.onSendError(error)
       return
     }
     this.frame(item.opcode, data, true, true, item.cb)

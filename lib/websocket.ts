@@ -40,9 +40,10 @@ export interface SendOptions {
 /** A message yielded by async iteration: text as a string, binary as a Buffer. */
 export type IteratedMessage = string | Buffer
 
-/** What the socket needs from its surroundings: logging and topics. */
+export interface SocketLog { warn (obj: object, msg: string): void, error (obj: object, msg: string): void }
+
+/** What the sockets of one route share: limits, topics, and who to tell when one closes. */
 export interface SocketContext {
-  log: { warn (obj: object, msg: string): void, error (obj: object, msg: string): void }
   inboundHighWaterMark: number
   topics: TopicHub | null
   /** Called once, when the socket has closed. */
@@ -60,6 +61,13 @@ interface Held { data: Buffer, isBinary: boolean }
 const HELD_MESSAGE_OVERHEAD = 64
 
 const emitMessage = EventEmitter.prototype.emit
+/** Shared by every socket until it first holds a message (never pushed to). */
+const NO_HELD: Held[] = []
+
+/** A 'message' listener arrived: deliver what was held, once the caller has finished attaching. */
+function onNewListener (this: WebSocket, event: string | symbol): void {
+  if (event === 'message') this._scheduleFlush()
+}
 
 function toBuffer (data: SendData): Buffer {
   if (Buffer.isBuffer(data)) return data
@@ -73,10 +81,11 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   static readonly OPEN = OPEN
   static readonly CLOSING = CLOSING
   static readonly CLOSED = CLOSED
-  readonly CONNECTING = CONNECTING
-  readonly OPEN = OPEN
-  readonly CLOSING = CLOSING
-  readonly CLOSED = CLOSED
+  // On the prototype, not on every instance.
+  get CONNECTING (): typeof CONNECTING { return CONNECTING }
+  get OPEN (): typeof OPEN { return OPEN }
+  get CLOSING (): typeof CLOSING { return CLOSING }
+  get CLOSED (): typeof CLOSED { return CLOSED }
 
   /** The negotiated subprotocol, or '' when none was. */
   readonly protocol: Protocol | ''
@@ -84,7 +93,8 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   readonly extensions: string
   private readonly conn: Connection
   private readonly ctx: SocketContext
-  private held: Held[] = []
+  private readonly log: SocketLog
+  private held: Held[] = NO_HELD
   private heldBytes = 0
   private iterating = false
   private waiter: ((result: IteratorResult<IteratedMessage>) => void) | null = null
@@ -92,16 +102,21 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   private closeInfo: [number, string] | null = null
 
   /** @internal Sockets are created by the plugin (server role) or `injectWS` (client role). */
-  constructor (socket: Duplex, options: ConnectionOptions, protocol: Protocol | '', extensions: string, ctx: SocketContext) {
+  constructor (
+    socket: Duplex, options: ConnectionOptions, protocol: Protocol | '', extensions: string, ctx: SocketContext, log: SocketLog
+  ) {
     super()
     this.protocol = protocol
     this.extensions = extensions
     this.ctx = ctx
+    this.log = log
     this.conn = new Connection(socket, this, options)
-    this.flushHeld = this.flushHeld.bind(this)
-    EventEmitter.prototype.on.call(this as EventEmitter, 'newListener', (event: string | symbol) => {
-      if (event === 'message' && this.held.length > 0 && !this.iterating) queueMicrotask(this.flushHeld)
-    })
+    EventEmitter.prototype.on.call(this as EventEmitter, 'newListener', onNewListener)
+  }
+
+  /** @internal */
+  _scheduleFlush (): void {
+    if (this.held.length > 0 && !this.iterating) queueMicrotask(() => this.flushHeld())
   }
 
   /** @internal */
@@ -262,7 +277,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
         const waiter = this.waiter
         this.waiter = null
         if (waiter !== null) waiter({ value: undefined, done: true })
-        if (this.held.length > 0 && this.listenerCount('message') > 0) queueMicrotask(this.flushHeld)
+        if (this.listenerCount('message') > 0) this._scheduleFlush()
         return Promise.resolve({ value: undefined, done: true })
       },
       [Symbol.asyncIterator]: () => iterator
@@ -291,6 +306,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       this.deliver(data, isBinary)
       return
     }
+    if (this.held === NO_HELD) this.held = []
     this.held.push({ data, isBinary })
     this.heldBytes += data.length + HELD_MESSAGE_OVERHEAD
     if (this.heldBytes > this.ctx.inboundHighWaterMark) this.conn.pause(PAUSE_INBOUND)
@@ -319,7 +335,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
 
   /** @internal A handler or listener failed: log it and close with 1011 (Internal Error). */
   _failFromUser (err: unknown, what: string): void {
-    this.ctx.log.error({ err }, `WebSocket ${what}; closing with 1011`)
+    this.log.error({ err }, `WebSocket ${what}; closing with 1011`)
     if (this.conn.readyState === OPEN) this.conn.close(1011, '')
   }
 
@@ -344,10 +360,10 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       try {
         this.emit('error', err)
       } catch (listenerErr) {
-        this.ctx.log.error({ err: listenerErr }, 'WebSocket error listener threw')
+        this.log.error({ err: listenerErr }, 'WebSocket error listener threw')
       }
     } else {
-      this.ctx.log.warn({ err }, 'WebSocket connection failed')
+      this.log.warn({ err }, 'WebSocket connection failed')
     }
   }
 
@@ -367,7 +383,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     try {
       this.emit('close', code, reason)
     } catch (err) {
-      this.ctx.log.error({ err }, 'WebSocket close listener threw')
+      this.log.error({ err }, 'WebSocket close listener threw')
     }
   }
 }

@@ -370,10 +370,9 @@ t.test('a role mismatch always fails with 1002 on the first frame', async (t) =>
 /** Feed a server-role receiver with permessage-deflate and wait until it is idle. */
 async function feedDeflate (chunks: Buffer[]): Promise<Run> {
   const rec = new Recorder()
-  const r = new Receiver(rec, { isServer: true, maxPayload: MAX_PAYLOAD })
   const params = { serverNoContextTakeover: false, clientNoContextTakeover: true, serverMaxWindowBits: 15, clientMaxWindowBits: 15 }
   const deflate = new PerMessageDeflate(params, 'server', validateDeflateOptions({}, 'perMessageDeflate'), MAX_PAYLOAD)
-  r.deflate = deflate
+  const r = new Receiver(rec, { isServer: true, maxPayload: MAX_PAYLOAD, deflate })
   try {
     for (const c of chunks) r.push(Buffer.from(c))
   } catch (err) {

@@ -117,7 +117,6 @@ t.test('write callbacks run once the frame is written', async (t) => {
 
 t.test('while a message compresses, later messages wait in order; pings pass; Close waits', async (t) => {
   const { socket, all } = sink()
-  const sender = new Sender(socket, false)
   const pending: Array<() => void> = []
   const fake = {
     threshold: 100,
@@ -125,7 +124,7 @@ t.test('while a message compresses, later messages wait in order; pings pass; Cl
       pending.push(() => cb(null, Buffer.from('Z' + data.length)))
     }
   }
-  sender.deflate = fake as unknown as PerMessageDeflate
+  const sender = new Sender(socket, false, null, fake as unknown as PerMessageDeflate)
   sender.sendMessage(0x2, pattern(200)) // compressed
   sender.sendText('small') // must wait behind
   sender.sendControl(0x9, Buffer.from('p')) // passes
@@ -142,8 +141,7 @@ t.test('while a message compresses, later messages wait in order; pings pass; Cl
 
 t.test('abort() fails the callbacks of queued messages', async (t) => {
   const { socket } = sink()
-  const sender = new Sender(socket, false)
-  sender.deflate = { threshold: 1, compress () {} } as unknown as PerMessageDeflate
+  const sender = new Sender(socket, false, null, { threshold: 1, compress () {} } as unknown as PerMessageDeflate)
   const errors: Array<Error | null | undefined> = []
   sender.sendMessage(0x2, pattern(10), (err) => errors.push(err))
   sender.sendMessage(0x2, pattern(10), (err) => errors.push(err))
@@ -153,16 +151,15 @@ t.test('abort() fails the callbacks of queued messages', async (t) => {
   t.equal(sender.pendingBytes, 0)
 })
 
-t.test('a compression failure reports through onError and the callback', async (t) => {
+t.test('a compression failure reports to the host and the callback', async (t) => {
   const { socket } = sink()
-  const sender = new Sender(socket, false)
   let finish: (() => void) | null = null
-  sender.deflate = {
+  const seen: string[] = []
+  const host = { onSendError (err: Error) { seen.push('onError ' + err.message) } }
+  const sender = new Sender(socket, false, host, {
     threshold: 1,
     compress (_d: Buffer, cb: (e: Error | null, r: Buffer | null) => void) { finish = () => cb(new Error('zlib'), null) }
-  } as unknown as PerMessageDeflate
-  const seen: string[] = []
-  sender.onError = (err) => seen.push('onError ' + err.message)
+  } as unknown as PerMessageDeflate)
   sender.sendMessage(0x2, pattern(10), (err) => seen.push('cb ' + (err?.message ?? 'ok')))
   ;(finish as unknown as () => void)()
   t.same(seen, ['cb zlib', 'onError zlib'])
