@@ -57,11 +57,13 @@ export function handleUpgrade (
   const key = checkHandshake(raw)
   if (typeof key !== 'string') return reject(request, reply, key)
   const opts = route.opts
-  const port = clientPort(raw, state.trust)
+  // The port costs a system call: only look it up when a policy needs it.
+  const origin = raw.headers.origin
+  const needPort = opts.ports !== null || (origin !== undefined && opts.originCheck === null)
+  const port = needPort ? clientPort(raw, state.trust) : undefined
   if (!portAllowed(opts.ports, port)) {
     return reject(request, reply, { status: 403, reason: `WebSocket upgrades are not accepted on port ${port ?? 'unknown'} (see the "ports" option)` })
   }
-  const origin = raw.headers.origin
   if (origin === undefined) {
     if (opts.requireOrigin) return reject(request, reply, { status: 403, reason: 'Origin header required' })
   } else {

@@ -100,13 +100,10 @@ export class Connection implements ReceiverHost {
     return this.socket.writableLength + this.sender.pendingBytes
   }
 
-  /** Run `receiver.push` corked, so every reply written while parsing one chunk leaves in one writev. */
+  /** Parse a chunk. Replies written meanwhile are batched by the sender (one writev per tick). */
   onData (chunk: Buffer): void {
     this.active = true
-    const socket = this.socket
-    socket.cork()
     this.receiver.push(chunk)
-    socket.uncork()
   }
 
   // ---- ReceiverHost ----
@@ -253,7 +250,8 @@ export class Connection implements ReceiverHost {
     // The peer half-closed: finish our side too (http servers allow half-open sockets).
     if (this.readyState === OPEN) this.readyState = CLOSING
     this.receiver.stop()
-    this.socket.end()
+    // Ending an ended socket makes Node build an error (with its stack) for nothing.
+    if (!this.socket.writableEnded) this.socket.end()
     this.armCloseTimer()
   }
 
@@ -273,7 +271,7 @@ export class Connection implements ReceiverHost {
     if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer)
     this.closeTimer = this.drainTimer = this.heartbeatTimer = null
     this.socket.removeListener('data', socketOnData)
-    this.sender.abort(new Error('WebSocket closed before the message was sent'))
+    if (this.sender.hasQueued) this.sender.abort(new Error('WebSocket closed before the message was sent'))
     if (this.options.deflate !== null) this.options.deflate.close()
     this.host._onClose(this.closeCode, this.closeReason)
   }

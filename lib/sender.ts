@@ -3,7 +3,8 @@
  * role masks every frame with a fresh random key and never touches the
  * caller's buffer. Small frames are written as one buffer (header and payload
  * copied together); large payloads are written after their header without
- * copying, inside one cork so they leave in a single writev.
+ * copying. Every write happens with the socket corked until the next tick,
+ * so all the frames a tick produces for a socket leave in a single writev.
  */
 import type { Duplex } from 'node:stream'
 import { randomFillSync } from 'node:crypto'
@@ -85,6 +86,24 @@ export function encodeFrame (opcode: number, payload: Buffer, fin = true, rsv1 =
   return out
 }
 
+/**
+ * Senders corked during this tick. Each is uncorked once on the next tick, so everything a tick writes to
+ * a socket (echo replies to a batch of frames, many publishes) leaves in one writev instead of one system
+ * call per frame.
+ */
+let corkedSenders: Sender[] = []
+
+/** Write out every batch now (normally done on the next tick). */
+export function flushBatches (): void {
+  uncorkAll()
+}
+
+function uncorkAll (): void {
+  const list = corkedSenders
+  corkedSenders = []
+  for (let i = 0; i < list.length; i++) list[i]!.uncork()
+}
+
 export interface SenderHost {
   onSendError (err: Error): void
 }
@@ -109,6 +128,7 @@ export class Sender {
   private queue: QueuedMessage[] = []
   private queuedBytes = 0
   private compressing = false
+  private corked = false
   /** Bound once, and only on sockets that negotiated compression. */
   private readonly onCompressed: ((err: Error | null, data: Buffer | null) => void) | null
   /** Told when compression fails: the connection must fail. */
@@ -123,6 +143,25 @@ export class Sender {
   }
 
   /** Bytes accepted but not yet handed to the socket (waiting for compression). */
+  /** Cork the socket until the next tick (once per tick). */
+  private batch (): void {
+    if (this.corked) return
+    this.corked = true
+    this.socket.cork()
+    if (corkedSenders.push(this) === 1) process.nextTick(uncorkAll)
+  }
+
+  /** @internal Called by the next-tick flush. */
+  uncork (): void {
+    this.corked = false
+    this.socket.uncork()
+  }
+
+  /** Whether messages wait behind a compression. */
+  get hasQueued (): boolean {
+    return this.queue.length > 0
+  }
+
   get pendingBytes (): number {
     return this.queuedBytes
   }
@@ -140,6 +179,7 @@ export class Sender {
     writeHeader(out, OPCODE_TEXT, length, true, false, mask)
     out.write(text, hl)
     if (mask !== null) applyMask(out, mask, hl, out.length)
+    this.batch()
     return this.socket.write(out, guarded(this.socket, cb))
   }
 
@@ -173,6 +213,7 @@ export class Sender {
       this.queuedBytes += frame.length
       return
     }
+    this.batch()
     this.socket.write(frame)
   }
 
@@ -185,6 +226,7 @@ export class Sender {
   /** Write one frame now. */
   frame (opcode: number, data: Buffer, fin: boolean, rsv1: boolean, cb?: WriteCallback): boolean {
     cb = guarded(this.socket, cb)
+    this.batch()
     const length = data.length
     const mask = this.masked ? nextMask() : null
     const hl = headerLength(length, mask !== null)
@@ -197,12 +239,9 @@ export class Sender {
     }
     const header = Buffer.allocUnsafe(hl)
     writeHeader(header, opcode, length, fin, rsv1, null)
-    const socket = this.socket
-    socket.cork()
-    socket.write(header)
-    const ok = socket.write(data, cb)
-    socket.uncork()
-    return ok
+    // The socket is corked (batch): header and payload leave together, the payload uncopied.
+    this.socket.write(header)
+    return this.socket.write(data, cb)
   }
 
   /** Drop queued messages (the connection is gone). Their callbacks get `err`. */

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { Writable, type Duplex } from 'node:stream'
-import { Sender, encodeFrame } from '../lib/sender.js'
+import { Sender, encodeFrame, flushBatches } from '../lib/sender.js'
 import { Receiver } from '../lib/receiver.js'
 import type { PerMessageDeflate } from '../lib/permessage-deflate.js'
 import { parseFrames, RecordingHost, describe } from './fixtures/engine-helpers.js'
@@ -15,7 +15,8 @@ function sink (): { socket: Duplex, chunks: Buffer[], all: () => Buffer } {
   const w = new Writable({
     write (chunk: Buffer, _enc, cb) { chunks.push(chunk); cb() }
   })
-  return { socket: w as unknown as Duplex, chunks, all: () => Buffer.concat(chunks) }
+  // Frames are batched until the next tick: flush them before reading.
+  return { socket: w as unknown as Duplex, chunks, all: () => { flushBatches(); return Buffer.concat(chunks) } }
 }
 
 function pattern (n: number): Buffer {
@@ -44,10 +45,12 @@ t.test('server role: a large payload is written without a copy, small ones in on
   const big = sink()
   const data = pattern(100_000)
   new Sender(big.socket, false).sendMessage(0x2, data)
+  flushBatches()
   t.equal(big.chunks.length, 2, 'header and payload')
   t.equal(big.chunks[1], data, 'the payload is the caller\'s buffer itself')
   const small = sink()
   new Sender(small.socket, false).sendMessage(0x1, Buffer.from('hi'))
+  flushBatches()
   t.equal(small.chunks.length, 1, 'one write for a small frame')
   t.equal(small.chunks[0]!.toString('hex'), '81026869')
 })
@@ -179,4 +182,21 @@ t.test('round trip: what the client sender writes, a server receiver reads, and 
     t.same(host.events, [...msgs.map((m) => ['message', describe(m), true]), ['message', describe(Buffer.from('done')), false]],
       isClient ? 'client to server' : 'server to client')
   }
+})
+
+t.test('frames written in one tick reach the socket together, on the next tick', async (t) => {
+  const writes: number[] = []
+  const w = new Writable({
+    writev (chunks, cb) { writes.push(chunks.length); cb() },
+    write (_chunk, _enc, cb) { writes.push(1); cb() }
+  })
+  const sender = new Sender(w as unknown as Duplex, false)
+  for (let i = 0; i < 50; i++) sender.sendText('message ' + i)
+  sender.writeRaw(encodeFrame(0x1, Buffer.from('published')))
+  t.same(writes, [], 'nothing written synchronously')
+  await new Promise((resolve) => process.nextTick(resolve))
+  t.same(writes, [51], 'all 51 frames in one writev')
+  sender.sendText('later')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(writes, [51, 1], 'the next tick starts a new batch')
 })

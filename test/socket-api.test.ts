@@ -432,7 +432,15 @@ t.test('a peer that stays over sendHighWaterMark longer than drainTimeout: close
   const server = await srv.socket()
   const error = once<[WebSocketError]>(server, 'error', 5000)
   const start = Date.now()
-  while (server.send(Buffer.alloc(64 * 1024)));
+  // Fill the kernel's buffers too (frames reach the socket a tick after send()), then stay over the mark.
+  for (let i = 0; i < 2000; i++) {
+    if (server.send(Buffer.alloc(64 * 1024))) {
+      await new Promise((resolve) => setImmediate(resolve))
+      continue
+    }
+    await delay(20)
+    if (server.bufferedAmount > 64 * 1024) break
+  }
   const [err] = await error
   t.equal(err.code, 'FST_WS_SLOW_CONSUMER')
   t.ok(Date.now() - start >= 150, 'after the drain timeout')
