@@ -12,8 +12,6 @@ import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
 import type { SocketContext } from './websocket.js'
 
-const kWrapped = Symbol('fastify-rfc6455.wrapped')
-
 interface WebSocketRouteFields {
   websocket?: unknown
   wsHandler?: unknown
@@ -31,8 +29,6 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
   return function onRoute (routeOptions: RouteOptions & WebSocketRouteFields): void {
     const { websocket, wsHandler } = routeOptions
     if ((websocket === undefined || websocket === false) && wsHandler === undefined) return
-    const handler = routeOptions.handler as unknown as { [kWrapped]?: true }
-    if (handler[kWrapped] === true) return // the HEAD twin of a GET route we already wrapped
     const url = routeOptions.url
     if (wsHandler !== undefined && typeof wsHandler !== 'function') {
       throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
@@ -76,7 +72,6 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
       }
       return handleUpgrade.call(this, state, route, request, reply, pending)
     }
-    Object.defineProperty(wrapped, kWrapped, { value: true })
     routeOptions.handler = wrapped
   }
 }
