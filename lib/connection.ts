@@ -134,7 +134,7 @@ export class Connection implements ReceiverHost {
       this.sendClose(code === 1005 ? EMPTY_BUFFER : closePayload(code, ''))
     }
     this.readyState = CLOSING
-    if (this.options.isServer) this.socket.end()
+    if (this.options.isServer) this.endSocket()
     this.armCloseTimer()
   }
 
@@ -154,7 +154,7 @@ export class Connection implements ReceiverHost {
     this.readyState = CLOSING
     this.host._onError(err)
     if (!this.closeSent && wasOpen) this.sendClose(closePayload(closeCode, ''))
-    this.socket.end()
+    this.endSocket()
     this.armCloseTimer()
   }
 
@@ -163,7 +163,6 @@ export class Connection implements ReceiverHost {
     if (this.readyState !== OPEN) return
     this.readyState = CLOSING
     this.sendClose(code === undefined ? EMPTY_BUFFER : closePayload(code, reason))
-    if (this.closeReceived && this.options.isServer) this.socket.end()
     this.armCloseTimer()
   }
 
@@ -229,6 +228,11 @@ export class Connection implements ReceiverHost {
     this.sender.sendControl(OPCODE_CLOSE, payload)
   }
 
+  /** Half-close our side once: ending an ended socket makes Node build an error (with its stack) for nothing. */
+  private endSocket (): void {
+    if (!this.socket.writableEnded) this.socket.end()
+  }
+
   private armCloseTimer (): void {
     if (this.closeTimer !== null) return
     this.closeTimer = setTimeout(destroySocket, this.options.closeTimeout, this.socket)
@@ -250,8 +254,7 @@ export class Connection implements ReceiverHost {
     // The peer half-closed: finish our side too (http servers allow half-open sockets).
     if (this.readyState === OPEN) this.readyState = CLOSING
     this.receiver.stop()
-    // Ending an ended socket makes Node build an error (with its stack) for nothing.
-    if (!this.socket.writableEnded) this.socket.end()
+    this.endSocket()
     this.armCloseTimer()
   }
 
