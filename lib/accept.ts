@@ -87,6 +87,13 @@ function accept (
   this: FastifyInstance, state: PluginState, route: RouteState,
   request: FastifyRequest, reply: FastifyReply, pending: PendingUpgrade, key: string
 ): FastifyReply | undefined {
+  if (pending.socket.destroyed || pending.socket.readableEnded) {
+    // The peer left (or half-closed) while the hooks ran: nobody to upgrade, nothing to count.
+    request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
+    reply.hijack()
+    pending.socket.destroy()
+    return undefined
+  }
   const opts = route.opts
   const server = state.server
   if (server._closing) return reject(request, reply, { status: 503, reason: 'Server is shutting down' })
@@ -123,12 +130,6 @@ function accept (
   }
 
   reply.hijack()
-  if (pending.socket.destroyed || pending.socket.readableEnded) {
-    // The peer left (or half-closed) while the hooks ran: nobody to upgrade, nothing to count.
-    request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
-    pending.socket.destroy()
-    return undefined
-  }
   const socket = claimSocket(pending)
   socket.write(switchingProtocols(key, protocol, extensions))
   const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void }
