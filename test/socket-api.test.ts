@@ -491,3 +491,17 @@ t.test('topics on a socket: subscribe, publish, unsubscribe, released on close',
   sa.subscribe('late')
   t.equal(srv.app.websocketServer.subscriberCount('late'), 0, 'a closed socket cannot subscribe')
 })
+
+t.test('terminate() right after send(): the unwritten frame is dropped and its callback gets an error', async (t) => {
+  const srv = await startServer({})
+  t.teardown(srv.close)
+  const client = await RawClient.connect(srv.port, '/ws')
+  const server = await srv.socket()
+  const result = new Promise<Error | null | undefined>((resolve) => { server.send('last words', (err) => resolve(err)) })
+  server.terminate()
+  const err = await within(result, 2000, 'send callback')
+  t.ok(err instanceof Error, `the callback reports the loss: ${String(err)}`)
+  await once(server, 'close')
+  await client.waitFor(() => client.ended || client.socket.destroyed, 2000, 'client sees the connection go')
+  t.equal(client.frames.length, 0, 'nothing reached the client')
+})
