@@ -106,7 +106,7 @@ const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastif
   }
   const server = new WebSocketServer(topics ?? new MemoryTopics())
   const state: PluginState = { server, trust: compileTrust(fastifyTrustProxy(fastify)), base }
-  const onUpgrade = createUpgradeListener(fastify, server)
+  const onUpgrade = createUpgradeListener(fastify, server, base.handshakeTimeout)
 
   const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
   fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))

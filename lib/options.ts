@@ -52,6 +52,8 @@ export interface WebSocketPluginOptions extends WebSocketLimits, WebSocketPolicy
   protocolRequired?: boolean
   /** Where topic subscriptions live. Default: in memory, in this process. */
   topics?: TopicBroker
+  /** Longest time from the upgrade request to the 101 (your hooks run in it); past it the socket is destroyed (ms, 0 = none). Default 30000. */
+  handshakeTimeout?: number
 }
 
 export interface RouteWebSocketOptions<P extends readonly string[] = readonly string[]> extends WebSocketLimits, WebSocketPolicy {
@@ -78,6 +80,7 @@ export interface ResolvedOptions {
   heartbeat: HeartbeatOptions | null
   maxConnections: number
   perMessageDeflate: Required<PerMessageDeflateOptions> | null
+  handshakeTimeout: number
 }
 
 export const DEFAULTS: ResolvedOptions = {
@@ -95,14 +98,17 @@ export const DEFAULTS: ResolvedOptions = {
   inboundHighWaterMark: 1024 * 1024,
   heartbeat: null,
   maxConnections: Infinity,
-  perMessageDeflate: null
+  perMessageDeflate: null,
+  handshakeTimeout: 30_000
 }
 
 const PLUGIN_KEYS = new Set(['origins', 'requireOrigin', 'ports', 'protocols', 'protocolRequired', 'maxPayload',
   'closeTimeout', 'sendHighWaterMark', 'maxBufferedAmount', 'drainTimeout', 'inboundHighWaterMark', 'heartbeat',
-  'maxConnections', 'perMessageDeflate', 'topics'])
+  'maxConnections', 'perMessageDeflate', 'topics', 'handshakeTimeout'])
 const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol'])
+// Plugin-wide only: topics are shared, and the handshake timer runs before the route is known.
 ROUTE_KEYS.delete('topics')
+ROUTE_KEYS.delete('handshakeTimeout')
 
 function fail (name: string, why: string): never {
   throw new FST_WS_INVALID_OPTION(name, why)
@@ -175,6 +181,7 @@ export function resolveOptions (input: unknown, base: ResolvedOptions, where: st
   if (o.maxBufferedAmount !== undefined) out.maxBufferedAmount = positiveInt(o.maxBufferedAmount, where + 'maxBufferedAmount')
   if (o.drainTimeout !== undefined) out.drainTimeout = positiveInt(o.drainTimeout, where + 'drainTimeout', true)
   if (o.inboundHighWaterMark !== undefined) out.inboundHighWaterMark = positiveInt(o.inboundHighWaterMark, where + 'inboundHighWaterMark')
+  if (o.handshakeTimeout !== undefined) out.handshakeTimeout = positiveInt(o.handshakeTimeout, where + 'handshakeTimeout', true)
   if (o.maxConnections !== undefined) out.maxConnections = positiveInt(o.maxConnections, where + 'maxConnections', false, true)
   if (o.heartbeat !== undefined) {
     const v = o.heartbeat

@@ -36,10 +36,24 @@ export function rawReject (socket: Duplex, status: number, reason: string): void
     `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
-export function createUpgradeListener (fastify: FastifyInstance, server: WebSocketServer) {
+/** The handshake took longer than handshakeTimeout (hooks that never finish): give the socket up. */
+function handshakeTimedOut (this: Duplex & { [kTimeoutLog]?: FastifyInstance['log'] }): void {
+  this[kTimeoutLog]?.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
+  this.destroy()
+}
+
+const kTimeoutLog = Symbol('fastify-rfc6455.timeoutLog')
+
+export function createUpgradeListener (fastify: FastifyInstance, server: WebSocketServer, handshakeTimeout: number) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Node removed its own listeners: without this, a reset before we answer would crash the process.
     socket.on('error', swallow)
+    const net = socket as Duplex & { setTimeout?: (ms: number, cb: () => void) => void, [kTimeoutLog]?: FastifyInstance['log'] }
+    if (handshakeTimeout > 0 && typeof net.setTimeout === 'function') {
+      // Cleared when the socket is upgraded (accept) or answered and ended.
+      net[kTimeoutLog] = fastify.log
+      net.setTimeout(handshakeTimeout, handshakeTimedOut)
+    }
     if (server._closing) {
       fastify.log.info({ url: req.url, status: 503 }, 'WebSocket upgrade refused: server is shutting down')
       rawReject(socket, 503, 'Server is shutting down')
@@ -65,5 +79,6 @@ export function claimSocket (pending: PendingUpgrade): Duplex {
   const socket = pending.socket
   pending.res.detachSocket(socket as import('node:net').Socket)
   socket.removeListener('error', swallow)
+  socket.removeListener('timeout', handshakeTimedOut)
   return socket
 }
