@@ -132,9 +132,10 @@ function accept (
   reply.hijack()
   const socket = claimSocket(pending)
   socket.write(switchingProtocols(key, protocol, extensions))
-  const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void }
+  const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void, timeout?: number }
   if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
-  if (typeof maybeNet.setTimeout === 'function') maybeNet.setTimeout(0)
+  // An HTTP idle timeout (Fastify's connectionTimeout) must not reach an idle WebSocket.
+  if (typeof maybeNet.setTimeout === 'function' && (maybeNet.timeout ?? 0) > 0) maybeNet.setTimeout(0)
 
   const ws = new WebSocket(socket, connection, protocol, extensions, route.context, request.log)
   server._clients.add(ws)

@@ -12,6 +12,7 @@ import { compileTrust } from './ports.js'
 import { WebSocketServer } from './server.js'
 import { MemoryTopics } from './topics.js'
 import { createUpgradeListener } from './upgrade.js'
+import { HandshakeTimer } from './handshake-timer.js'
 import { createOnRoute } from './route.js'
 import { injectWS, type InjectWSOptions } from './inject.js'
 import type { PluginState } from './accept.js'
@@ -106,7 +107,13 @@ const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastif
   }
   const server = new WebSocketServer(topics ?? new MemoryTopics())
   const state: PluginState = { server, trust: compileTrust(fastifyTrustProxy(fastify)), base }
-  const onUpgrade = createUpgradeListener(fastify, server, base.handshakeTimeout)
+  const timer = base.handshakeTimeout > 0
+    ? new HandshakeTimer(base.handshakeTimeout, (pending) => {
+      fastify.log.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
+      pending.socket.destroy()
+    })
+    : null
+  const onUpgrade = createUpgradeListener(fastify, server, timer)
 
   const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
   fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
@@ -137,6 +144,7 @@ const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastif
   })
   fastify.addHook('onClose', function removeUpgradeListener (_instance, done) {
     fastify.server.removeListener('upgrade', onUpgrade)
+    if (timer !== null) timer.stop()
     done()
   })
 }

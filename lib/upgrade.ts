@@ -8,6 +8,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { WebSocketServer } from './server.js'
+import type { HandshakeTimer } from './handshake-timer.js'
 
 export const kUpgrade = Symbol('fastify-rfc6455.upgrade')
 
@@ -16,6 +17,9 @@ export interface PendingUpgrade {
   head: Buffer
   res: ServerResponse
   done: boolean
+  /** handshakeTimeout bookkeeping. */
+  deadline: number
+  timer: HandshakeTimer | null
 }
 
 export type UpgradeRequest = IncomingMessage & { [kUpgrade]?: PendingUpgrade }
@@ -36,24 +40,10 @@ export function rawReject (socket: Duplex, status: number, reason: string): void
     `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
-/** The handshake took longer than handshakeTimeout (hooks that never finish): give the socket up. */
-function handshakeTimedOut (this: Duplex & { [kTimeoutLog]?: FastifyInstance['log'] }): void {
-  this[kTimeoutLog]?.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
-  this.destroy()
-}
-
-const kTimeoutLog = Symbol('fastify-rfc6455.timeoutLog')
-
-export function createUpgradeListener (fastify: FastifyInstance, server: WebSocketServer, handshakeTimeout: number) {
+export function createUpgradeListener (fastify: FastifyInstance, server: WebSocketServer, timer: HandshakeTimer | null) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Node removed its own listeners: without this, a reset before we answer would crash the process.
     socket.on('error', swallow)
-    const net = socket as Duplex & { setTimeout?: (ms: number, cb: () => void) => void, [kTimeoutLog]?: FastifyInstance['log'] }
-    if (handshakeTimeout > 0 && typeof net.setTimeout === 'function') {
-      // Cleared when the socket is upgraded (accept) or answered and ended.
-      net[kTimeoutLog] = fastify.log
-      net.setTimeout(handshakeTimeout, handshakeTimedOut)
-    }
     if (server._closing) {
       fastify.log.info({ url: req.url, status: 503 }, 'WebSocket upgrade refused: server is shutting down')
       rawReject(socket, 503, 'Server is shutting down')
@@ -62,8 +52,10 @@ export function createUpgradeListener (fastify: FastifyInstance, server: WebSock
     const res = new ServerResponse(req)
     res.shouldKeepAlive = false
     res.assignSocket(socket as import('node:net').Socket)
-    ;(req as UpgradeRequest)[kUpgrade] = { socket, head, res, done: false }
+    const pending: PendingUpgrade = { socket, head, res, done: false, deadline: 0, timer }
+    ;(req as UpgradeRequest)[kUpgrade] = pending
     res.on('finish', endAfterResponse)
+    if (timer !== null) timer.track(pending)
     try {
       fastify.routing(req, res)
     } catch (err) {
@@ -79,6 +71,6 @@ export function claimSocket (pending: PendingUpgrade): Duplex {
   const socket = pending.socket
   pending.res.detachSocket(socket as import('node:net').Socket)
   socket.removeListener('error', swallow)
-  socket.removeListener('timeout', handshakeTimedOut)
+  if (pending.timer !== null) pending.timer.untrack(pending)
   return socket
 }
