@@ -47,6 +47,14 @@ export const FST_WS_HEARTBEAT_TIMEOUT = createError<[number]>(
 export const FST_WS_DEFLATE_ERROR = createError<[string]>(
   'FST_WS_DEFLATE_ERROR', 'permessage-deflate failed: %s', 500)
 
+/** A short description of a wrong option value, for FST_WS_INVALID_OPTION messages. */
+export function describe (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' || typeof value === 'function' ? typeof value : String(value)
+}
+
 /** What an 'error' event carries: a coded error, with the close code it caused when it closed the socket. */
 export interface WebSocketError extends Error {
   code: string

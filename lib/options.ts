@@ -3,7 +3,7 @@
  * registration (plugin options) or route definition (route options).
  */
 import type { FastifyRequest } from 'fastify'
-import { FST_WS_INVALID_OPTION } from './errors.js'
+import { FST_WS_INVALID_OPTION, describe } from './errors.js'
 import { compileOrigins, type OriginCheck, type OriginsOption } from './origin.js'
 import type { PortsOption } from './ports.js'
 import { isToken } from './extension.js'
@@ -120,13 +120,6 @@ function positiveInt (value: unknown, name: string, allowZero = false, allowInfi
     fail(name, `expected a${allowZero ? ' non-negative' : ' positive'} integer${allowInfinity ? ' or Infinity' : ''}, got ${describe(value)}`)
   }
   return value
-}
-
-function describe (value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' || typeof value === 'function' ? typeof value : String(value)
 }
 
 /**

@@ -15,7 +15,7 @@ import { formatExtension } from './extension.js'
 import type { ExtensionOffer, ExtensionParams } from './extension.js'
 import { getLimiter } from './deflate-queue.js'
 import type { Limiter } from './deflate-queue.js'
-import { FST_WS_INVALID_OPTION } from './errors.js'
+import { FST_WS_INVALID_OPTION, describe } from './errors.js'
 
 export const EXTENSION_NAME = 'permessage-deflate'
 
@@ -62,13 +62,6 @@ export const DEFAULT_DEFLATE_OPTIONS: Readonly<Required<PerMessageDeflateOptions
 })
 
 const OPTION_KEYS = new Set(Object.keys(DEFAULT_DEFLATE_OPTIONS))
-
-function describe (value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' || typeof value === 'function' ? typeof value : String(value)
-}
 
 function intInRange (value: unknown, name: string, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {

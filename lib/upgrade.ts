@@ -4,7 +4,7 @@
  * exactly as for any request. Any HTTP answer (a hook's 401, a 404, our own
  * 400/403) is written on the raw socket, which is then ended: no upgrade.
  */
-import { ServerResponse, type IncomingMessage } from 'node:http'
+import { ServerResponse, STATUS_CODES, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { WebSocketServer } from './server.js'
@@ -35,8 +35,9 @@ function endAfterResponse (this: ServerResponse): void {
 
 /** Answer a raw socket that never reaches the router. */
 export function rawReject (socket: Duplex, status: number, reason: string): void {
-  const body = JSON.stringify({ statusCode: status, error: status === 503 ? 'Service Unavailable' : 'Error', message: reason })
-  socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : 'Error'}\r\nConnection: close\r\n` +
+  const text = STATUS_CODES[status] ?? 'Error'
+  const body = JSON.stringify({ statusCode: status, error: text, message: reason })
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n` +
     `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
 }
 
