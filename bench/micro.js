@@ -6,7 +6,7 @@
 //   node bench/micro.js --quick    (~15 s)
 //   flags: --only=parse|write, --rounds=N, --ms=N (time per measurement)
 //
-// Needs `npm run build` (imports ../dist/lib/receiver.js and ../dist/lib/sender.js).
+// Needs `npm run build` (imports ../dist/lib/protocol/receiver.js and ../dist/lib/protocol/sender.js).
 // Writes bench/micro-results.json (or bench/.tmp/micro-results.json with --quick); run.js
 // folds the file into RESULTS.md when it is present.
 import { createRequire } from 'node:module'
@@ -34,18 +34,18 @@ const ONLY = flag('only', null)
 // ---------------------------------------------------------------------------------------------
 // Load both implementations
 
-const receiverPath = join(HERE, '..', 'dist', 'lib', 'receiver.js')
-const senderPath = join(HERE, '..', 'dist', 'lib', 'sender.js')
+const receiverPath = join(HERE, '..', 'dist', 'lib', 'protocol', 'receiver.js')
+const senderPath = join(HERE, '..', 'dist', 'lib', 'protocol', 'sender.js')
 if (!existsSync(receiverPath) || !existsSync(senderPath)) {
   process.stderr.write(
-    'micro.js: dist/lib/receiver.js or dist/lib/sender.js is missing.\n' +
+    'micro.js: dist/lib/protocol/receiver.js or dist/lib/protocol/sender.js is missing.\n' +
     'Build the plugin first (`npm run build`); this benchmark drives the compiled Receiver and Sender.\n')
   process.exit(2)
 }
 const { Receiver } = await import(pathToFileURL(receiverPath).href)
 const { Sender, encodeFrame } = await import(pathToFileURL(senderPath).href)
 if (typeof Receiver !== 'function' || typeof Sender !== 'function') {
-  process.stderr.write('micro.js: dist/lib/receiver.js must export class Receiver and dist/lib/sender.js class Sender\n')
+  process.stderr.write('micro.js: dist/lib/protocol/receiver.js must export class Receiver and dist/lib/protocol/sender.js class Sender\n')
   process.exit(2)
 }
 // ws does not export its internals; load them by file path next to its entry point.

@@ -352,11 +352,11 @@ function machine () {
   }
 }
 
-/** Which build of the plugin was measured: newest mtime and a hash of dist/lib/*.js. */
+/** Which build of the plugin was measured: newest mtime and a hash of every .js file under dist/lib. */
 function pluginBuild () {
   const dir = join(ROOT, 'dist', 'lib')
   try {
-    const files = readdirSync(dir).filter((f) => f.endsWith('.js')).sort()
+    const files = readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith('.js')).sort()
     const hash = createHash('sha1')
     let newest = 0
     for (const f of files) {
@@ -534,7 +534,7 @@ function writeMarkdown (results, file) {
   L.push(`- CPU: ${m.cpu}, ${m.cores} cores${m.mhz ? ` @ ${m.mhz} MHz` : ''}, ${m.memoryGiB} GiB RAM`)
   L.push(`- Node ${m.node}${m.kernel ? `, Linux ${m.kernel}` : ''}`)
   L.push(`- fastify ${m.versions.fastify}, @fastify/websocket ${m.versions['@fastify/websocket']}, ws ${m.versions.ws} (without the optional bufferutil / utf-8-validate native add-ons)`)
-  if (m.pluginBuild) L.push(`- Plugin build measured: dist/lib built ${m.pluginBuild.builtAt}, sha1 of dist/lib/*.js ${m.pluginBuild.sha1}`)
+  if (m.pluginBuild) L.push(`- Plugin build measured: dist/lib built ${m.pluginBuild.builtAt}, sha1 of dist/lib/**/*.js ${m.pluginBuild.sha1}`)
   L.push(`- Server pinned to core 0 and load generator to core 1 with taskset: ${results.pinned ? 'yes' : 'no'}`)
   const allRuns = Object.values(results.scenarios).flatMap((e) => Object.values(e.runs).flat())
   const noisyRuns = allRuns.filter(isNoisy).length

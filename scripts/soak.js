@@ -6,14 +6,14 @@ import { spawnSync } from 'node:child_process'
 
 const runs = [
   {
-    file: 'test/load.test.ts',
+    file: 'test/plugin/load.test.ts',
     env: { FST_WS_LOAD_CONNECTIONS: '10000', FST_WS_ECHO_CLIENTS: '500', FST_WS_ECHO_MESSAGES: '2000', FST_WS_CLOSE_CLIENTS: '3000' }
   },
-  { file: 'test/fuzz.test.ts', env: { FST_WS_FUZZ_ITERATIONS: '50000', FST_WS_FUZZ_BUDGET_MS: '120000', FST_WS_FUZZ_SEED: String(Date.now() & 0x7fffffff) } },
-  { file: 'test/hostile-frames.test.ts', env: {} },
-  { file: 'test/hostile-handshake.test.ts', env: {} },
-  { file: 'test/faults.test.ts', env: {} },
-  { file: 'test/origin-bypass.test.ts', env: {} }
+  { file: 'test/protocol/fuzz.test.ts', env: { FST_WS_FUZZ_ITERATIONS: '50000', FST_WS_FUZZ_BUDGET_MS: '120000', FST_WS_FUZZ_SEED: String(Date.now() & 0x7fffffff) } },
+  { file: 'test/protocol/hostile-frames.test.ts', env: {} },
+  { file: 'test/plugin/hostile-handshake.test.ts', env: {} },
+  { file: 'test/plugin/faults.test.ts', env: {} },
+  { file: 'test/http/origin-bypass.test.ts', env: {} }
 ]
 
 let passed = 0

@@ -1,0 +1,78 @@
+/**
+ * The opening handshake (RFC 6455 §4.2): request validation and the 101 answer.
+ */
+import { createHash } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { WS_GUID } from '../protocol/constants.js'
+
+export interface Rejection {
+  status: number
+  reason: string
+  headers?: Record<string, string>
+}
+
+/** base64 of exactly 16 bytes: 22 significant characters and "==". */
+const KEY_PATTERN = /^[A-Za-z0-9+/]{22}==$/
+
+/** Whether a comma-separated header contains `token` (case-insensitive), without building arrays. */
+export function hasToken (value: string | undefined, token: string): boolean {
+  if (value === undefined) return false
+  const lower = value.toLowerCase()
+  let start = 0
+  while (start <= lower.length) {
+    let end = lower.indexOf(',', start)
+    if (end === -1) end = lower.length
+    if (lower.slice(start, end).trim() === token) return true
+    start = end + 1
+  }
+  return false
+}
+
+/** Validate a client handshake. Returns the Sec-WebSocket-Key, or why it is refused. */
+export function checkHandshake (req: IncomingMessage): string | Rejection {
+  if (req.method !== 'GET') {
+    return { status: 405, reason: 'A WebSocket handshake must use GET', headers: { allow: 'GET' } }
+  }
+  if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
+    return { status: 400, reason: 'A WebSocket handshake needs HTTP/1.1 or later' }
+  }
+  const headers = req.headers
+  if (headers.host === undefined || headers.host === '') {
+    return { status: 400, reason: 'Missing Host header' }
+  }
+  if (!hasToken(headers.upgrade, 'websocket')) {
+    return { status: 400, reason: 'Upgrade header must contain "websocket"' }
+  }
+  if (!hasToken(headers.connection, 'upgrade')) {
+    return { status: 400, reason: 'Connection header must contain "Upgrade"' }
+  }
+  const version = headers['sec-websocket-version']
+  if (version === undefined || version.trim() !== '13') {
+    return {
+      status: 426,
+      reason: 'Unsupported Sec-WebSocket-Version: only 13 is supported',
+      headers: { 'sec-websocket-version': '13' }
+    }
+  }
+  const key = headers['sec-websocket-key']
+  if (key === undefined) return { status: 400, reason: 'Missing Sec-WebSocket-Key header' }
+  const trimmed = key.trim()
+  if (!KEY_PATTERN.test(trimmed)) {
+    return { status: 400, reason: 'Sec-WebSocket-Key must be exactly one base64-encoded 16-byte value' }
+  }
+  return trimmed
+}
+
+/** Sec-WebSocket-Accept: base64(SHA-1(key + GUID)). */
+export function acceptKey (key: string): string {
+  return createHash('sha1').update(key + WS_GUID).digest('base64')
+}
+
+/** The 101 response, as one string written before any frame. */
+export function switchingProtocols (key: string, protocol: string, extensions: string): string {
+  let head = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ' +
+    acceptKey(key) + '\r\n'
+  if (protocol !== '') head += 'Sec-WebSocket-Protocol: ' + protocol + '\r\n'
+  if (extensions !== '') head += 'Sec-WebSocket-Extensions: ' + extensions + '\r\n'
+  return head + '\r\n'
+}

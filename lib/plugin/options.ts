@@ -1,0 +1,206 @@
+/**
+ * Options: their types, their defaults, and their validation, done once at
+ * registration (plugin options) or route definition (route options).
+ */
+import type { FastifyRequest } from 'fastify'
+import { FST_WS_INVALID_OPTION, describe } from '../errors.js'
+import { compileOrigins, type OriginCheck, type OriginsOption } from '../http/origin.js'
+import type { PortsOption } from '../http/ports.js'
+import { isToken } from '../http/extension-header.js'
+import type { HeartbeatOptions } from '../protocol/connection.js'
+import { validateDeflateOptions, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/codec.js'
+import type { TopicBroker } from './topics.js'
+
+/** Limits and timers; each can be set for the plugin and overridden per route. */
+export interface WebSocketLimits {
+  /** Largest message accepted, in bytes (after decompression). Over it: close 1009. Default 1 MiB. */
+  maxPayload?: number
+  /** How long to wait for the peer to finish the closing handshake before destroying the TCP connection (ms). Default 5000. */
+  closeTimeout?: number
+  /** Outbound bytes buffered before send() returns false and reading from the peer pauses. Default 1 MiB. */
+  sendHighWaterMark?: number
+  /** Outbound bytes buffered at which a peer that does not read is closed with 1008. Default 16 MiB. */
+  maxBufferedAmount?: number
+  /** How long a socket may stay over sendHighWaterMark before it is closed with 1008 (ms, 0 = never). Default 30000. */
+  drainTimeout?: number
+  /** Bytes of received messages held for a handler that is not consuming; past it, reading pauses. Default 1 MiB. */
+  inboundHighWaterMark?: number
+  /** Ping idle sockets and terminate those that do not answer. Default false. */
+  heartbeat?: false | HeartbeatOptions
+  /** Open sockets allowed (per plugin, or per route); past it upgrades get 503. Default Infinity. */
+  maxConnections?: number
+  /** permessage-deflate (RFC 7692). Default false. */
+  perMessageDeflate?: boolean | PerMessageDeflateOptions
+}
+
+/** Who may connect. */
+export interface WebSocketPolicy {
+  /** Allowed origins. Default: same-origin (the Origin must match the Host header). */
+  origins?: OriginsOption
+  /** Refuse handshakes without an Origin header (non-browser clients). Default false. */
+  requireOrigin?: boolean
+  /** Ports upgrades are accepted on. Default [80, 443]. */
+  ports?: PortsOption
+}
+
+export type SelectProtocol<P extends string = string> = (offered: readonly string[], request: FastifyRequest) => P | '' | undefined | null
+
+export interface WebSocketPluginOptions extends WebSocketLimits, WebSocketPolicy {
+  /** Default subprotocols for every route, in order of preference. */
+  protocols?: readonly string[]
+  /** Refuse (400) a client that offers only protocols the route does not speak. Default true. */
+  protocolRequired?: boolean
+  /** Where topic subscriptions live. Default: in memory, in this process. */
+  topics?: TopicBroker
+  /** Longest time from the upgrade request to the 101 (your hooks run in it); past it the socket is destroyed (ms, 0 = none). Default 30000. */
+  handshakeTimeout?: number
+}
+
+export interface RouteWebSocketOptions<P extends readonly string[] = readonly string[]> extends WebSocketLimits, WebSocketPolicy {
+  /** Subprotocols this route speaks, in order of preference; `socket.protocol` is typed from them. */
+  protocols?: P
+  /** Pick the protocol yourself; return '' (or nothing) for none. */
+  selectProtocol?: SelectProtocol<P[number]>
+  protocolRequired?: boolean
+}
+
+export interface ResolvedOptions {
+  originCheck: OriginCheck | null
+  requireOrigin: boolean
+  ports: ReadonlySet<number> | null
+  protocols: readonly string[]
+  selectProtocol: SelectProtocol | null
+  protocolRequired: boolean
+  maxPayload: number
+  closeTimeout: number
+  sendHighWaterMark: number
+  maxBufferedAmount: number
+  drainTimeout: number
+  inboundHighWaterMark: number
+  heartbeat: HeartbeatOptions | null
+  maxConnections: number
+  perMessageDeflate: Required<PerMessageDeflateOptions> | null
+  handshakeTimeout: number
+}
+
+export const DEFAULTS: ResolvedOptions = {
+  originCheck: null,
+  requireOrigin: false,
+  ports: new Set([80, 443]),
+  protocols: [],
+  selectProtocol: null,
+  protocolRequired: true,
+  maxPayload: 1024 * 1024,
+  closeTimeout: 5000,
+  sendHighWaterMark: 1024 * 1024,
+  maxBufferedAmount: 16 * 1024 * 1024,
+  drainTimeout: 30_000,
+  inboundHighWaterMark: 1024 * 1024,
+  heartbeat: null,
+  maxConnections: Infinity,
+  perMessageDeflate: null,
+  handshakeTimeout: 30_000
+}
+
+const PLUGIN_KEYS = new Set(['origins', 'requireOrigin', 'ports', 'protocols', 'protocolRequired', 'maxPayload',
+  'closeTimeout', 'sendHighWaterMark', 'maxBufferedAmount', 'drainTimeout', 'inboundHighWaterMark', 'heartbeat',
+  'maxConnections', 'perMessageDeflate', 'topics', 'handshakeTimeout'])
+const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol'])
+// Plugin-wide only: topics are shared, and the handshake timer runs before the route is known.
+ROUTE_KEYS.delete('topics')
+ROUTE_KEYS.delete('handshakeTimeout')
+
+function fail (name: string, why: string): never {
+  throw new FST_WS_INVALID_OPTION(name, why)
+}
+
+function positiveInt (value: unknown, name: string, allowZero = false, allowInfinity = false): number {
+  if (allowInfinity && value === Infinity) return Infinity
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
+    fail(name, `expected a${allowZero ? ' non-negative' : ' positive'} integer${allowInfinity ? ' or Infinity' : ''}, got ${describe(value)}`)
+  }
+  return value
+}
+
+/**
+ * Validate `input` (plugin options when `base` is DEFAULTS, else route options) and merge it over `base`.
+ * `where` prefixes option names in errors, e.g. 'websocket.maxPayload' for a route.
+ */
+export function resolveOptions (input: unknown, base: ResolvedOptions, where: string, route: boolean): ResolvedOptions {
+  if (input === undefined || input === true) return base
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    fail(where === '' ? 'options' : where.replace(/\.$/, ''), `expected an object, got ${describe(input)}`)
+  }
+  const o = input as Record<string, unknown>
+  const allowed = route ? ROUTE_KEYS : PLUGIN_KEYS
+  for (const key of Object.keys(o)) {
+    if (!allowed.has(key)) fail(where + key, `unknown option (known: ${[...allowed].join(', ')})`)
+  }
+  const out: ResolvedOptions = { ...base }
+  if (o.origins !== undefined) {
+    const v = o.origins
+    const ok = typeof v === 'string' || v instanceof RegExp || typeof v === 'function' ||
+      (Array.isArray(v) && v.every((p) => typeof p === 'string' || p instanceof RegExp))
+    if (!ok) fail(where + 'origins', `expected a string, RegExp, function or array of strings/RegExps, got ${describe(v)}`)
+    try {
+      out.originCheck = compileOrigins(v as OriginsOption)
+    } catch (err) {
+      fail(where + 'origins', (err as Error).message)
+    }
+  }
+  if (o.requireOrigin !== undefined) out.requireOrigin = bool(o.requireOrigin, where + 'requireOrigin')
+  if (o.ports !== undefined) {
+    const v = o.ports
+    if (v === 'any') out.ports = null
+    else if (Array.isArray(v) && v.length > 0 && v.every((p) => Number.isInteger(p) && p >= 0 && p <= 65535)) out.ports = new Set(v as number[])
+    else fail(where + 'ports', `expected 'any' or a non-empty array of port numbers, got ${describe(v)}`)
+  }
+  if (o.protocols !== undefined) {
+    const v = o.protocols
+    if (!Array.isArray(v) || !v.every((p) => typeof p === 'string' && isToken(p))) {
+      fail(where + 'protocols', 'expected an array of protocol names (RFC 7230 tokens)')
+    }
+    if (new Set(v).size !== v.length) fail(where + 'protocols', 'duplicate protocol name')
+    out.protocols = [...v] as string[]
+  }
+  if (o.selectProtocol !== undefined) {
+    if (typeof o.selectProtocol !== 'function') fail(where + 'selectProtocol', `expected a function, got ${describe(o.selectProtocol)}`)
+    out.selectProtocol = o.selectProtocol as SelectProtocol
+  }
+  if (o.protocolRequired !== undefined) out.protocolRequired = bool(o.protocolRequired, where + 'protocolRequired')
+  if (o.maxPayload !== undefined) out.maxPayload = positiveInt(o.maxPayload, where + 'maxPayload')
+  if (o.closeTimeout !== undefined) out.closeTimeout = positiveInt(o.closeTimeout, where + 'closeTimeout')
+  if (o.sendHighWaterMark !== undefined) out.sendHighWaterMark = positiveInt(o.sendHighWaterMark, where + 'sendHighWaterMark')
+  if (o.maxBufferedAmount !== undefined) out.maxBufferedAmount = positiveInt(o.maxBufferedAmount, where + 'maxBufferedAmount')
+  if (o.drainTimeout !== undefined) out.drainTimeout = positiveInt(o.drainTimeout, where + 'drainTimeout', true)
+  if (o.inboundHighWaterMark !== undefined) out.inboundHighWaterMark = positiveInt(o.inboundHighWaterMark, where + 'inboundHighWaterMark')
+  if (o.handshakeTimeout !== undefined) out.handshakeTimeout = positiveInt(o.handshakeTimeout, where + 'handshakeTimeout', true)
+  if (o.maxConnections !== undefined) out.maxConnections = positiveInt(o.maxConnections, where + 'maxConnections', false, true)
+  if (o.heartbeat !== undefined) {
+    const v = o.heartbeat
+    if (v === false) out.heartbeat = null
+    else if (typeof v === 'object' && v !== null) {
+      const hb = v as Record<string, unknown>
+      out.heartbeat = {
+        interval: positiveInt(hb.interval, where + 'heartbeat.interval'),
+        timeout: positiveInt(hb.timeout, where + 'heartbeat.timeout')
+      }
+    } else fail(where + 'heartbeat', `expected false or { interval, timeout }, got ${describe(v)}`)
+  }
+  if (o.perMessageDeflate !== undefined) {
+    const v = o.perMessageDeflate
+    if (v === false) out.perMessageDeflate = null
+    else if (v === true) out.perMessageDeflate = validateDeflateOptions({}, where + 'perMessageDeflate')
+    else if (typeof v === 'object' && v !== null) out.perMessageDeflate = validateDeflateOptions(v, where + 'perMessageDeflate')
+    else fail(where + 'perMessageDeflate', `expected a boolean or an object, got ${describe(v)}`)
+  }
+  if (out.maxBufferedAmount < out.sendHighWaterMark) {
+    fail(where + 'maxBufferedAmount', 'must be at least sendHighWaterMark')
+  }
+  return out
+}
+
+function bool (value: unknown, name: string): boolean {
+  if (typeof value !== 'boolean') fail(name, `expected a boolean, got ${describe(value)}`)
+  return value
+}

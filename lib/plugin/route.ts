@@ -1,0 +1,77 @@
+/**
+ * Route registration: every route declared with `websocket` or `wsHandler`
+ * gets its options validated and merged once, and its handler wrapped so
+ * that an upgrade goes to the WebSocket handler and a plain request to the
+ * HTTP handler (or a 426 when the route has none).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import { FST_WS_INVALID_ROUTE } from '../errors.js'
+import { resolveOptions } from './options.js'
+import { hasToken } from '../http/handshake.js'
+import { kUpgrade, type UpgradeRequest } from './upgrade.js'
+import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
+import type { SocketContext } from '../socket/websocket.js'
+
+interface WebSocketRouteFields {
+  websocket?: unknown
+  wsHandler?: unknown
+}
+
+function upgradeRequired (reply: FastifyReply): FastifyReply {
+  // Setting Connection ourselves overrides Node's keep-alive decision: keep the client's "close" (and HTTP/1.0's default).
+  const raw = reply.request.raw
+  const close = hasToken(raw.headers.connection, 'close') || raw.httpVersionMajor < 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor < 1)
+  return reply.code(426).header('upgrade', 'websocket').header('connection', close ? 'Upgrade, close' : 'Upgrade')
+    .send({ statusCode: 426, error: 'Upgrade Required', message: 'This route only accepts WebSocket connections' })
+}
+
+export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<number> | null, url: string) => void) {
+  return function onRoute (routeOptions: RouteOptions & WebSocketRouteFields): void {
+    const { websocket, wsHandler } = routeOptions
+    if ((websocket === undefined || websocket === false) && wsHandler === undefined) return
+    const url = routeOptions.url
+    if (wsHandler !== undefined && typeof wsHandler !== 'function') {
+      throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
+    }
+    const opts = resolveOptions(websocket, state.base, 'websocket.', true)
+    const wsFn = (wsHandler ?? routeOptions.handler) as AnyWebSocketHandler
+    const httpHandler = wsHandler !== undefined ? routeOptions.handler : null
+    if (typeof wsFn !== 'function') throw new FST_WS_INVALID_ROUTE(url, 'a WebSocket route needs a handler')
+    const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
+    const context: SocketContext = {
+      inboundHighWaterMark: opts.inboundHighWaterMark,
+      topics: state.server.topics,
+      release: (ws) => {
+        state.server._clients.delete(ws)
+        route.open--
+      }
+    }
+    const route: RouteState = {
+      opts,
+      maxConnections: own ? opts.maxConnections : Infinity,
+      open: 0,
+      handler: wsFn,
+      connection: {
+        isServer: true,
+        maxPayload: opts.maxPayload,
+        closeTimeout: opts.closeTimeout,
+        sendHighWaterMark: opts.sendHighWaterMark,
+        maxBufferedAmount: opts.maxBufferedAmount,
+        drainTimeout: opts.drainTimeout,
+        heartbeat: opts.heartbeat,
+        deflate: null
+      },
+      context
+    }
+    onPorts(opts.ports, url)
+    const wrapped = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+      const pending = (request.raw as UpgradeRequest)[kUpgrade]
+      if (pending === undefined) {
+        if (httpHandler !== null) return httpHandler.call(this, request, reply)
+        return upgradeRequired(reply)
+      }
+      return handleUpgrade.call(this, state, route, request, reply, pending)
+    }
+    routeOptions.handler = wrapped
+  }
+}

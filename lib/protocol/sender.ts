@@ -1,0 +1,286 @@
+/**
+ * RFC 6455 frame writer (§5.2). Server role sends unmasked frames; client
+ * role masks every frame with a fresh random key and never touches the
+ * caller's buffer. Small frames are written as one buffer (header and payload
+ * copied together); large payloads are written after their header without
+ * copying. Every write happens with the socket corked until the next tick,
+ * so all the frames a tick produces for a socket leave in a single writev.
+ */
+import type { Duplex } from 'node:stream'
+import { randomFillSync } from 'node:crypto'
+import { OPCODE_CLOSE, OPCODE_TEXT, EMPTY_BUFFER } from './constants.js'
+import { applyMask } from './mask.js'
+import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
+
+/** Payloads up to this size are copied next to their header: one small write beats two. */
+const COPY_THRESHOLD = 16 * 1024
+
+export type WriteCallback = (err?: Error | null) => void
+
+const MASK_POOL_SIZE = 8 * 1024
+let maskPool: Buffer | null = null
+let maskPoolOffset = MASK_POOL_SIZE
+
+function nextMask (): Buffer {
+  if (maskPool === null || maskPoolOffset === MASK_POOL_SIZE) {
+    maskPool = randomFillSync(Buffer.allocUnsafe(MASK_POOL_SIZE))
+    maskPoolOffset = 0
+  }
+  const mask = maskPool.subarray(maskPoolOffset, maskPoolOffset + 4)
+  maskPoolOffset += 4
+  return mask
+}
+
+/**
+ * Node calls a write callback with no error when the socket was destroyed while the write was in flight
+ * (a peer that vanished mid-send): report that as the failure it is. Only sends that pass a callback pay for this.
+ */
+function guarded (socket: Duplex, cb: WriteCallback | undefined): WriteCallback | undefined {
+  if (cb === undefined) return undefined
+  return (err) => {
+    if ((err === undefined || err === null) && socket.destroyed) err = new Error('WebSocket closed before the message was sent')
+    cb(err)
+  }
+}
+
+function headerLength (payloadLength: number, masked: boolean): number {
+  const base = payloadLength < 126 ? 2 : payloadLength < 65536 ? 4 : 10
+  return masked ? base + 4 : base
+}
+
+/** Write a frame header into `buf` at 0; returns the header length. */
+function writeHeader (buf: Buffer, opcode: number, payloadLength: number, fin: boolean, rsv1: boolean, mask: Buffer | null): number {
+  buf[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode
+  let p = 2
+  const maskBit = mask === null ? 0 : 0x80
+  if (payloadLength < 126) {
+    buf[1] = maskBit | payloadLength
+  } else if (payloadLength < 65536) {
+    buf[1] = maskBit | 126
+    buf.writeUInt16BE(payloadLength, 2)
+    p = 4
+  } else {
+    buf[1] = maskBit | 127
+    buf.writeUInt32BE(Math.floor(payloadLength / 0x100000000), 2)
+    buf.writeUInt32BE(payloadLength >>> 0, 6)
+    p = 10
+  }
+  if (mask !== null) {
+    buf[p] = mask[0]!
+    buf[p + 1] = mask[1]!
+    buf[p + 2] = mask[2]!
+    buf[p + 3] = mask[3]!
+    p += 4
+  }
+  return p
+}
+
+/** A whole frame in one buffer: the bytes a topic publish writes to every subscriber. */
+export function encodeFrame (opcode: number, payload: Buffer, fin = true, rsv1 = false, masked = false): Buffer {
+  const mask = masked ? nextMask() : null
+  const hl = headerLength(payload.length, masked)
+  const out = Buffer.allocUnsafe(hl + payload.length)
+  writeHeader(out, opcode, payload.length, fin, rsv1, mask)
+  payload.copy(out, hl)
+  if (mask !== null) applyMask(out, mask, hl, out.length)
+  return out
+}
+
+/**
+ * Senders corked during this tick. Each is uncorked once on the next tick, so everything a tick writes to
+ * a socket (echo replies to a batch of frames, many publishes) leaves in one writev instead of one system
+ * call per frame.
+ */
+let corkedSenders: Sender[] = []
+
+/** Write out every batch now (normally done on the next tick). */
+export function flushBatches (): void {
+  uncorkAll()
+}
+
+function uncorkAll (): void {
+  const list = corkedSenders
+  corkedSenders = []
+  for (let i = 0; i < list.length; i++) list[i]!.uncork()
+}
+
+export interface SenderHost {
+  onSendError (err: Error): void
+}
+
+const KIND_FRAME = 0
+const KIND_COMPRESS = 1
+const KIND_RAW = 2
+
+interface QueuedMessage {
+  opcode: number
+  data: Buffer
+  /** 0: frame it; 1: compress and frame it; 2: already a whole frame */
+  kind: number
+  cb: WriteCallback | undefined
+}
+
+export class Sender {
+  private readonly socket: Duplex
+  private readonly masked: boolean
+  readonly deflate: PerMessageDeflate | null
+  /** Messages waiting behind one being compressed, in order. */
+  private queue: QueuedMessage[] = []
+  private queuedBytes = 0
+  private compressing = false
+  private corked = false
+  /** Bound once, and only on sockets that negotiated compression. */
+  private readonly onCompressed: ((err: Error | null, data: Buffer | null) => void) | null
+  /** Told when compression fails: the connection must fail. */
+  private readonly host: SenderHost | null
+
+  constructor (socket: Duplex, isClient: boolean, host: SenderHost | null = null, deflate: PerMessageDeflate | null = null) {
+    this.socket = socket
+    this.masked = isClient
+    this.host = host
+    this.deflate = deflate
+    this.onCompressed = deflate === null ? null : this.compressed.bind(this)
+  }
+
+  /** Bytes accepted but not yet handed to the socket (waiting for compression). */
+  /** Cork the socket until the next tick (once per tick). */
+  private batch (): void {
+    if (this.corked) return
+    this.corked = true
+    this.socket.cork()
+    if (corkedSenders.push(this) === 1) process.nextTick(uncorkAll)
+  }
+
+  /** @internal Called by the next-tick flush. */
+  uncork (): void {
+    this.corked = false
+    this.socket.uncork()
+  }
+
+  /** Whether messages wait behind a compression. */
+  get hasQueued (): boolean {
+    return this.queue.length > 0
+  }
+
+  get pendingBytes (): number {
+    return this.queuedBytes
+  }
+
+  /** Send a text message from a string, encoding it straight into the frame buffer. */
+  sendText (text: string, cb?: WriteCallback): boolean {
+    const deflate = this.deflate
+    if (this.compressing || (deflate !== null && text.length * 3 >= deflate.threshold)) {
+      return this.sendMessage(OPCODE_TEXT, Buffer.from(text), cb)
+    }
+    const length = Buffer.byteLength(text)
+    const hl = headerLength(length, this.masked)
+    const mask = this.masked ? nextMask() : null
+    const out = Buffer.allocUnsafe(hl + length)
+    writeHeader(out, OPCODE_TEXT, length, true, false, mask)
+    out.write(text, hl)
+    if (mask !== null) applyMask(out, mask, hl, out.length)
+    this.batch()
+    return this.socket.write(out, guarded(this.socket, cb))
+  }
+
+  /** Send one whole data message (text or binary), compressing it when negotiated and large enough. */
+  sendMessage (opcode: number, data: Buffer, cb?: WriteCallback): boolean {
+    const deflate = this.deflate
+    const compress = deflate !== null && data.length >= deflate.threshold
+    if (compress || this.compressing) {
+      this.queue.push({ opcode, data, kind: compress ? KIND_COMPRESS : KIND_FRAME, cb })
+      this.queuedBytes += data.length
+      if (!this.compressing) this.next()
+      return false
+    }
+    return this.frame(opcode, data, true, false, cb)
+  }
+
+  /** Send a control frame now (ping/pong may pass queued messages); a Close waits behind queued messages. */
+  sendControl (opcode: number, data: Buffer, cb?: WriteCallback): boolean {
+    if (opcode === OPCODE_CLOSE && this.compressing) {
+      this.queue.push({ opcode, data, kind: KIND_FRAME, cb })
+      this.queuedBytes += data.length
+      return false
+    }
+    return this.frame(opcode, data, true, false, cb)
+  }
+
+  /** Write bytes that are already a whole frame (shared by every subscriber of a topic), in order. */
+  writeRaw (frame: Buffer): void {
+    if (this.compressing) {
+      this.queue.push({ opcode: 0, data: frame, kind: KIND_RAW, cb: undefined })
+      this.queuedBytes += frame.length
+      return
+    }
+    this.batch()
+    this.socket.write(frame)
+  }
+
+  /** Call `cb` once everything sent so far, including messages still waiting for compression, is written. */
+  flush (cb: WriteCallback): void {
+    if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_RAW, cb })
+    else this.socket.write(EMPTY_BUFFER, cb)
+  }
+
+  /** Write one frame now. */
+  frame (opcode: number, data: Buffer, fin: boolean, rsv1: boolean, cb?: WriteCallback): boolean {
+    cb = guarded(this.socket, cb)
+    this.batch()
+    const length = data.length
+    const mask = this.masked ? nextMask() : null
+    const hl = headerLength(length, mask !== null)
+    if (length <= COPY_THRESHOLD || mask !== null) {
+      const out = Buffer.allocUnsafe(hl + length)
+      writeHeader(out, opcode, length, fin, rsv1, mask)
+      if (length > 0) data.copy(out, hl)
+      if (mask !== null && length > 0) applyMask(out, mask, hl, out.length)
+      return this.socket.write(out, cb)
+    }
+    const header = Buffer.allocUnsafe(hl)
+    writeHeader(header, opcode, length, fin, rsv1, null)
+    // The socket is corked (batch): header and payload leave together, the payload uncopied.
+    this.socket.write(header)
+    return this.socket.write(data, cb)
+  }
+
+  /** Drop queued messages (the connection is gone). Their callbacks get `err`. */
+  abort (err: Error): void {
+    const queue = this.queue
+    this.queue = []
+    this.queuedBytes = 0
+    for (const item of queue) if (item.cb !== undefined) item.cb(err)
+  }
+
+  private next (): void {
+    while (this.queue.length > 0) {
+      const item = this.queue[0]!
+      if (item.kind === KIND_COMPRESS) {
+        this.compressing = true
+        this.deflate!.compress(item.data, this.onCompressed!)
+        return
+      }
+      this.queue.shift()
+      this.queuedBytes -= item.data.length
+      if (item.kind === KIND_RAW) this.socket.write(item.data, item.cb)
+      else this.frame(item.opcode, item.data, true, false, item.cb)
+    }
+    this.compressing = false
+  }
+
+  private compressed (err: Error | null, data: Buffer | null): void {
+    const item = this.queue.shift()
+    if (item === undefined) return // aborted meanwhile
+    this.queuedBytes -= item.data.length
+    if (err !== null || data === null) {
+      this.compressing = false
+      const error = err ?? new Error('compression failed')
+      if (item.cb !== undefined) item.cb(error)
+      if (this.host !== null) this.host.onSendError(error)
+      return
+    }
+    this.frame(item.opcode, data, true, true, item.cb)
+    this.next()
+  }
+}
+
