@@ -33,6 +33,13 @@ export const FST_WS_INVALID_ROUTE = createError<[string, string]>(
 export const FST_WS_HANDSHAKE_REJECTED = createError<[number, string]>(
   'FST_WS_HANDSHAKE_REJECTED', 'WebSocket handshake rejected with status %s: %s', 500)
 
+/** A topic name over `maxTopicLength`, or a socket already subscribed to `maxTopicsPerSocket` topics. */
+export const FST_WS_TOPIC_LIMIT = createError<[string]>(
+  'FST_WS_TOPIC_LIMIT', 'Topic limit: %s', 500, RangeError)
+/** A route declares `websocket`/`wsHandler` in an encapsulation context where the plugin is not registered. */
+export const FST_WS_PLUGIN_MISSING = createError<[string]>(
+  'FST_WS_PLUGIN_MISSING', 'WebSocket route %s is registered where fastify-rfc6455 is not: register the plugin in this context or a parent of it, before the route', 500, TypeError)
+
 /* Errors emitted on a socket ('error' event) when the connection fails. */
 export const FST_WS_PROTOCOL_ERROR = createError<[string]>(
   'FST_WS_PROTOCOL_ERROR', 'Protocol error: %s', 500)
@@ -47,20 +54,11 @@ export const FST_WS_HEARTBEAT_TIMEOUT = createError<[number]>(
 export const FST_WS_DEFLATE_ERROR = createError<[string]>(
   'FST_WS_DEFLATE_ERROR', 'permessage-deflate failed: %s', 500)
 
-/** A short description of a wrong option value, for FST_WS_INVALID_OPTION messages. */
-export function describe (value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' || typeof value === 'function' ? typeof value : String(value)
-}
-
 /** What an 'error' event carries: a coded error, with the close code it caused when it closed the socket. */
 export interface WebSocketError extends Error {
   code: string
   closeCode?: number
 }
 
-export function withCloseCode<E extends Error> (err: E, closeCode: number): E & { closeCode: number } {
-  return Object.assign(err, { closeCode })
-}
+/** An error emitted on a socket: a catalogue error that carries the close code it caused. */
+export type ClosingError = WebSocketError & { closeCode: number }

@@ -3,7 +3,7 @@
  * registration (plugin options) or route definition (route options).
  */
 import type { FastifyRequest } from 'fastify'
-import { FST_WS_INVALID_OPTION, describe } from '../errors.js'
+import { FST_WS_INVALID_OPTION } from '../errors.js'
 import { compileOrigins, type OriginCheck, type OriginsOption } from '../http/origin.js'
 import type { PortsOption } from '../http/ports.js'
 import { isToken } from '../http/extension-header.js'
@@ -109,6 +109,14 @@ const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol'])
 // Plugin-wide only: topics are shared, and the handshake timer runs before the route is known.
 ROUTE_KEYS.delete('topics')
 ROUTE_KEYS.delete('handshakeTimeout')
+
+/** A short description of a wrong option value, for FST_WS_INVALID_OPTION messages. */
+export function describe (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' || typeof value === 'function' ? typeof value : String(value)
+}
 
 function fail (name: string, why: string): never {
   throw new FST_WS_INVALID_OPTION(name, why)

@@ -11,8 +11,9 @@ import { Sender, type WriteCallback } from './sender.js'
 import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
 import {
   FST_WS_PROTOCOL_ERROR, FST_WS_INVALID_UTF8, FST_WS_MESSAGE_TOO_BIG, FST_WS_DEFLATE_ERROR,
-  FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT, withCloseCode, type WebSocketError
+  FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT, type WebSocketError
 } from '../errors.js'
+import { closingError } from './closing-error.js'
 
 export interface ConnectionHost {
   _onMessage (data: Buffer, isBinary: boolean): void
@@ -140,7 +141,7 @@ export class Connection implements ReceiverHost {
 
   onProtocolError (closeCode: number, code: string, message: string): void {
     const make = PROTOCOL_ERRORS[code] ?? PROTOCOL_ERRORS.FST_WS_PROTOCOL_ERROR!
-    const err = withCloseCode(make(message), closeCode) as WebSocketError
+    const err = closingError(make(message), closeCode) as WebSocketError
     this.fail(closeCode, err)
   }
 
@@ -215,12 +216,12 @@ export class Connection implements ReceiverHost {
 
   private slowConsumer (): void {
     if (this.readyState !== OPEN) return
-    const err = withCloseCode(new FST_WS_SLOW_CONSUMER(this.options.maxBufferedAmount), 1008) as WebSocketError
+    const err = closingError(new FST_WS_SLOW_CONSUMER(this.options.maxBufferedAmount), 1008) as WebSocketError
     this.fail(1008, err)
   }
 
   onSendError (err: Error): void {
-    this.fail(1011, withCloseCode(new FST_WS_DEFLATE_ERROR(err.message), 1011) as WebSocketError)
+    this.fail(1011, closingError(new FST_WS_DEFLATE_ERROR(err.message), 1011) as WebSocketError)
   }
 
   private sendClose (payload: Buffer): void {
@@ -289,7 +290,7 @@ export class Connection implements ReceiverHost {
     const hb = self.options.heartbeat!
     if (self.readyState !== OPEN) return
     if (self.awaitingPong && !self.active) {
-      const err = withCloseCode(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006) as WebSocketError
+      const err = closingError(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006) as WebSocketError
       self.host._onError(err)
       self.terminate()
       return

@@ -230,10 +230,11 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   subscribe (topic: string): void {
     const hub = this.requireHub(topic)
     if (this.readyState !== OPEN) return
-    if (this.subscribed === null) this.subscribed = new Set()
-    if (this.subscribed.has(topic)) return
-    this.subscribed.add(topic)
+    if (this.subscribed !== null && this.subscribed.has(topic)) return
+    // The hub first: it enforces the topic limits (and may throw) against the topics held so far.
     hub.subscribe(this, topic)
+    if (this.subscribed === null) this.subscribed = new Set()
+    this.subscribed.add(topic)
   }
 
   unsubscribe (topic: string): void {

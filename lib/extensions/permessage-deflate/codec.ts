@@ -15,7 +15,8 @@ import { formatExtension } from '../../http/extension-header.js'
 import type { ExtensionOffer, ExtensionParams } from '../../http/extension-header.js'
 import { getLimiter } from './limiter.js'
 import type { Limiter } from './limiter.js'
-import { FST_WS_INVALID_OPTION, describe } from '../../errors.js'
+import { FST_WS_INVALID_OPTION } from '../../errors.js'
+import { describe } from '../../plugin/options.js'
 
 export const EXTENSION_NAME = 'permessage-deflate'
 
