@@ -1,0 +1,69 @@
+/**
+ * The plugin itself: validates the plugin options once, creates the server object, and wires the route hook,
+ * the upgrade listener, the start-up port warning and shutdown into the Fastify instance.
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import { resolveOptions, DEFAULTS, type WebSocketPluginOptions } from './options.js'
+import { compileTrust } from '../http/ports.js'
+import { WebSocketServer } from './server.js'
+import { MemoryTopics } from './topics.js'
+import { createUpgradeListener } from './upgrade.js'
+import { HandshakeTimer } from './handshake-timer.js'
+import { createOnRoute } from './route.js'
+import { injectWS, type InjectWSOptions } from '../testing/inject.js'
+import type { PluginState } from './accept.js'
+import { FST_WS_INVALID_OPTION } from '../errors.js'
+import { fastifyTrustProxy } from './trust-proxy.js'
+import './route-types.js'
+
+export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastifyRfc6455 (fastify, options) {
+  const base = resolveOptions(options, DEFAULTS, '', false)
+  const topics = (options as WebSocketPluginOptions).topics
+  if (topics !== undefined && (typeof topics !== 'object' || topics === null || typeof topics.publish !== 'function' ||
+      typeof topics.subscribe !== 'function' || typeof topics.unsubscribe !== 'function' || typeof topics.subscriberCount !== 'function')) {
+    throw new FST_WS_INVALID_OPTION('topics', 'expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount)')
+  }
+  const server = new WebSocketServer(topics ?? new MemoryTopics())
+  const state: PluginState = { server, trust: compileTrust(fastifyTrustProxy(fastify)), base }
+  const timer = base.handshakeTimeout > 0
+    ? new HandshakeTimer(base.handshakeTimeout, (pending) => {
+      fastify.log.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
+      pending.socket.destroy()
+    })
+    : null
+  const onUpgrade = createUpgradeListener(fastify, server, timer)
+
+  const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
+  fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
+  fastify.decorate('websocketServer', server)
+  fastify.decorate('injectWS', async function (path: string, opts?: InjectWSOptions) {
+    // Like app.inject(): routes registered after the plugin exist only once the app has booted.
+    await fastify.ready()
+    return injectWS(onUpgrade as Parameters<typeof injectWS>[0], path, opts)
+  })
+
+  fastify.server.on('upgrade', onUpgrade)
+  fastify.addHook('onListen', function warnAboutPorts (done) {
+    for (const address of fastify.addresses()) {
+      if (typeof address === 'string') continue
+      // A GET route's HEAD twin goes through onRoute too: list each url once.
+      const refused = [...new Set(policies.filter((p) => p.ports !== null && !p.ports.has(address.port)).map((p) => p.url))]
+      if (refused.length > 0) {
+        fastify.log.warn({ port: address.port, routes: refused },
+          `WebSocket upgrades on port ${address.port} will be refused with 403 by the "ports" option (default [80, 443]); ` +
+          `set ports: [${address.port}] or ports: 'any' to accept them`)
+        break
+      }
+    }
+    done()
+  })
+  fastify.addHook('preClose', function closeSockets (done) {
+    server._closeAll().then(() => done(), done)
+  })
+  fastify.addHook('onClose', function removeUpgradeListener (_instance, done) {
+    fastify.server.removeListener('upgrade', onUpgrade)
+    if (timer !== null) timer.stop()
+    done()
+  })
+}
+

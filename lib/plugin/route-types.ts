@@ -1,0 +1,78 @@
+/**
+ * The types a user writes routes against: the WebSocket handler, Fastify's route shorthand and route options
+ * augmented with `websocket`/`wsHandler`, and the `webSocketRoute()` helper for `app.route()`.
+ */
+import type {
+  FastifyInstance, FastifyRequest, FastifyBaseLogger, FastifySchema, FastifyTypeProvider,
+  FastifyTypeProviderDefault, RawServerBase, RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression,
+  RouteGenericInterface, ContextConfigDefault, RouteOptions
+} from 'fastify'
+import type { RouteWebSocketOptions } from './options.js'
+import type { WebSocketServer } from './server.js'
+import type { InjectWSOptions } from '../testing/inject.js'
+import type { WebSocket } from '../socket/websocket.js'
+
+export type WebSocketHandler<
+  Protocol extends string = string,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> = (
+  this: FastifyInstance<RawServer, RawRequest, RawReplyDefaultExpression<RawServer>, Logger, TypeProvider>,
+  socket: WebSocket<Protocol>,
+  request: FastifyRequest<RouteGeneric, RawServer, RawRequest, SchemaCompiler, TypeProvider, ContextConfig, Logger>
+) => void | Promise<unknown>
+
+/* eslint-disable @typescript-eslint/no-unused-vars -- merged declarations must repeat Fastify's type parameters */
+declare module 'fastify' {
+  interface FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider> {
+    /** The open sockets, topic publishing. */
+    websocketServer: WebSocketServer
+    /** Connect to a WebSocket route in memory (no port): resolves to a client socket, rejects with the HTTP status on refusal. */
+    injectWS (path: string, options?: InjectWSOptions): Promise<WebSocket>
+  }
+
+  interface RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+    /** Serve WebSocket upgrades on this route: `true`, or per-route options that override the plugin's. */
+    websocket?: boolean | RouteWebSocketOptions<readonly string[]>
+  }
+
+  interface RouteShorthandMethod<RawServer, RawRequest, RawReply, TypeProvider, Logger> {
+    <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = readonly string[]>(
+      path: string,
+      opts: RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> &
+        { websocket: true | RouteWebSocketOptions<Protocols> },
+      handler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+    ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
+  }
+
+  interface RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+    /** The WebSocket handler of a route that also serves plain HTTP with `handler`. */
+    wsHandler?: WebSocketHandler<string, RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+  }
+}
+
+/* eslint-enable @typescript-eslint/no-unused-vars */
+
+/** `app.route()` options for a WebSocket-only route: `handler` receives the socket. */
+export interface WebSocketRouteOptions<
+  Protocols extends readonly string[] = readonly string[],
+  RawServer extends RawServerBase = RawServerDefault,
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface
+> extends Omit<RouteOptions<RawServer, RawRequestDefaultExpression<RawServer>, RawReplyDefaultExpression<RawServer>, RouteGeneric>, 'handler' | 'websocket'> {
+  websocket: true | RouteWebSocketOptions<Protocols>
+  handler: WebSocketHandler<Protocols[number], RawServer, RawRequestDefaultExpression<RawServer>, RouteGeneric>
+}
+
+/** Type helper for `app.route()`: a WebSocket route whose `handler` receives the socket. */
+export function webSocketRoute<const Protocols extends readonly string[] = readonly string[], RouteGeneric extends RouteGenericInterface = RouteGenericInterface> (
+  options: WebSocketRouteOptions<Protocols, RawServerDefault, RouteGeneric>
+): RouteOptions {
+  return options as unknown as RouteOptions
+}
+
