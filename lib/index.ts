@@ -9,7 +9,7 @@ export const fastifyWebSocket = fp(plugin, { fastify: '5.x', name: 'fastify-rfc6
 export default fastifyWebSocket
 
 export { webSocketRoute } from './plugin/route-types.js'
-export type { WebSocketHandler, WebSocketRouteOptions } from './plugin/route-types.js'
+export type { WebSocketHandler, WebSocketRouteOptions, RouteProtocols } from './plugin/route-types.js'
 export { WebSocket } from './socket/websocket.js'
 export type { WebSocketEvents, SendData, SendOptions, IteratedMessage, ReadyState } from './socket/websocket.js'
 export { WebSocketServer } from './plugin/server.js'

@@ -12,6 +12,16 @@ import type { WebSocketServer } from './server.js'
 import type { InjectWSOptions } from '../testing/inject.js'
 import type { WebSocket } from '../socket/websocket.js'
 
+/**
+ * The protocols a route's generics declare with the `Protocols` key (`{ Params: ..., Protocols: ['chat.v1'] }`,
+ * a tuple like the option, or a union `'chat.v1' | 'chat.v2'`), else `readonly string[]`. With explicit route
+ * generics TypeScript infers nothing else (no partial type argument inference), so this key is how that
+ * spelling keeps `socket.protocol` a literal union.
+ */
+export type RouteProtocols<RouteGeneric> = RouteGeneric extends { Protocols: infer P }
+  ? [P] extends [readonly string[]] ? P : [P] extends [string] ? readonly P[] : readonly string[]
+  : readonly string[]
+
 export type WebSocketHandler<
   Protocol extends string = string,
   RawServer extends RawServerBase = RawServerDefault,
@@ -34,16 +44,24 @@ declare module 'fastify' {
     websocketServer: WebSocketServer
     /** Connect to a WebSocket route in memory (no port): resolves to a client socket, rejects with the HTTP status on refusal. */
     injectWS (path: string, options?: InjectWSOptions): Promise<WebSocket>
+    /** A route with a WebSocket handler next to its HTTP handler: the socket's protocol is typed from `websocket.protocols`. */
+    route<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>>(
+      opts: Omit<RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>, 'websocket' | 'wsHandler'> & {
+        websocket: true | RouteWebSocketOptions<Protocols>
+        wsHandler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+      }
+    ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
 
   interface RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
     /** Serve WebSocket upgrades on this route: `true`, or per-route options that override the plugin's. */
-    websocket?: boolean | RouteWebSocketOptions<readonly string[]>
+    websocket?: boolean | RouteWebSocketOptions<RouteProtocols<RouteGeneric>>
   }
 
   interface RouteShorthandMethod<RawServer, RawRequest, RawReply, TypeProvider, Logger> {
     <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
-      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = readonly string[]>(
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>>(
       path: string,
       opts: RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> &
         { websocket: true | RouteWebSocketOptions<Protocols> },
@@ -53,7 +71,7 @@ declare module 'fastify' {
 
   interface RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
     /** The WebSocket handler of a route that also serves plain HTTP with `handler`. */
-    wsHandler?: WebSocketHandler<string, RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+    wsHandler?: WebSocketHandler<RouteProtocols<RouteGeneric>[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
   }
 }
 
@@ -69,8 +87,12 @@ export interface WebSocketRouteOptions<
   handler: WebSocketHandler<Protocols[number], RawServer, RawRequestDefaultExpression<RawServer>, RouteGeneric>
 }
 
-/** Type helper for `app.route()`: a WebSocket route whose `handler` receives the socket. */
-export function webSocketRoute<const Protocols extends readonly string[] = readonly string[], RouteGeneric extends RouteGenericInterface = RouteGenericInterface> (
+/**
+ * Type helper for `app.route()`: a WebSocket route whose `handler` receives the socket. Generics as for
+ * `app.route<RouteGeneric>()`; the protocols are inferred from `websocket.protocols`, or taken from the
+ * generics' `Protocols` key when the generics are written.
+ */
+export function webSocketRoute<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>> (
   options: WebSocketRouteOptions<Protocols, RawServerDefault, RouteGeneric>
 ): RouteOptions {
   return options as unknown as RouteOptions
