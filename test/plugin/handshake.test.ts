@@ -4,7 +4,7 @@ import t from 'tap'
 import type { IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
 import { checkHandshake, acceptKey, hasToken, switchingProtocols, type Rejection } from '../../lib/http/handshake.js'
-import { buildApp, listen, handshake, rawHttp, rawUpgrade, within, FrameReader, maskedFrame, newKey } from '../helpers/core-helpers.js'
+import { buildApp, listen, handshake, rawHttp, RawWs, within, frame, newKey } from '../helpers/index.js'
 
 function fakeRequest (fields: { method?: string, major?: number, minor?: number, headers?: Record<string, string | undefined> }): IncomingMessage {
   const headers: Record<string, string | undefined> = {
@@ -107,26 +107,25 @@ t.test('over TCP', async (t) => {
 
   t.test('a valid handshake gets 101 with the accept key, nothing else to negotiate', async (t) => {
     const key = 'dGhlIHNhbXBsZSBub25jZQ=='
-    const { socket, response } = await rawUpgrade(port, handshake('/ws', port, { 'Sec-WebSocket-Key': key }))
-    t.teardown(() => socket.destroy())
-    t.equal(response.statusLine, 'HTTP/1.1 101 Switching Protocols')
-    t.equal(response.headers.upgrade, 'websocket')
-    t.equal(response.headers.connection, 'Upgrade')
-    t.equal(response.headers['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
-    t.equal(response.headers['sec-websocket-protocol'], undefined, 'no protocol offered, none chosen')
-    t.equal(response.headers['sec-websocket-extensions'], undefined)
-    t.equal(response.headers['content-length'], undefined, 'a 101 has no body framing')
+    const ws = await RawWs.connect(port, '/ws', { headers: { 'Sec-WebSocket-Key': key }, passive: true })
+    t.teardown(() => ws.destroy())
+    t.equal(ws.statusLine, 'HTTP/1.1 101 Switching Protocols')
+    t.equal(ws.responseHeaders.upgrade, 'websocket')
+    t.equal(ws.responseHeaders.connection, 'Upgrade')
+    t.equal(ws.responseHeaders['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
+    t.equal(ws.responseHeaders['sec-websocket-protocol'], undefined, 'no protocol offered, none chosen')
+    t.equal(ws.responseHeaders['sec-websocket-extensions'], undefined)
+    t.equal(ws.responseHeaders['content-length'], undefined, 'a 101 has no body framing')
   })
 
   t.test('the connection carries frames after the 101', async (t) => {
-    const { socket, rest } = await rawUpgrade(port, handshake('/ws', port))
-    t.teardown(() => socket.destroy())
-    const reader = new FrameReader(socket, rest)
-    socket.write(maskedFrame(0x1, 'hello'))
-    const frame = await reader.next()
-    t.equal(frame.opcode, 0x1)
-    t.equal(frame.masked, false, 'server frames are not masked')
-    t.equal(frame.payload.toString(), 'echo:hello')
+    const ws = await RawWs.connect(port, '/ws', { passive: true })
+    t.teardown(() => ws.destroy())
+    ws.write(frame(0x1, 'hello'))
+    const reply = await ws.nextFrame()
+    t.equal(reply.opcode, 0x1)
+    t.equal(reply.masked, false, 'server frames are not masked')
+    t.equal(reply.payload.toString(), 'echo:hello')
   })
 
   t.test('Connection as a token list, Upgrade in any case', async (t) => {
@@ -139,9 +138,9 @@ t.test('over TCP', async (t) => {
       { Upgrade: 'websocket', Connection: 'KEEP-ALIVE,UPGRADE' }
     ]
     for (const headers of variants) {
-      const { socket, response } = await rawUpgrade(port, handshake('/ws', port, headers))
-      socket.destroy()
-      t.equal(response.status, 101, JSON.stringify(headers))
+      const ws = await RawWs.connect(port, '/ws', { headers, passive: true })
+      ws.destroy()
+      t.equal(ws.status, 101, JSON.stringify(headers))
     }
   })
 
@@ -220,9 +219,9 @@ t.test('over TCP', async (t) => {
     const partial = connect({ host: '127.0.0.1', port })
     partial.on('error', () => {})
     partial.end('GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConn')
-    const { socket, response } = await rawUpgrade(port, handshake('/ws', port))
-    t.teardown(() => socket.destroy())
-    t.equal(response.status, 101, 'the server still accepts handshakes')
+    const ws = await RawWs.connect(port, '/ws', { passive: true })
+    t.teardown(() => ws.destroy())
+    t.equal(ws.status, 101, 'the server still accepts handshakes')
     t.ok(opened.length > 0)
   })
 })
