@@ -4,8 +4,8 @@ import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import websocket, { type WebSocket } from '../../lib/index.js'
 import {
-  buildApp, listen, handshake, rawHttp, rawUpgrade, FrameReader, maskedFrame, closeFrame, parseClose, within, openWs
-} from '../helpers/core-helpers.js'
+  buildApp, listen, handshake, rawHttp, RawWs, frame, closeFrame, parseClose, within, openWs
+} from '../helpers/index.js'
 
 t.test('params, query and the request reach the handler', async (t) => {
   const { app } = await buildApp()
@@ -14,8 +14,8 @@ t.test('params, query and the request reach the handler', async (t) => {
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const { reader } = await openWs(t, port, '/rooms/lobby/users/42?token=abc&x=1')
-  const frame = await reader.next()
+  const ws = await openWs(t, port, '/rooms/lobby/users/42?token=abc&x=1')
+  const frame = await ws.nextFrame()
   t.same(JSON.parse(frame.payload.toString()), {
     params: { room: 'lobby', user: '42' },
     query: { token: 'abc', x: '1' },
@@ -31,8 +31,8 @@ t.test('constraints select the route; no match is a 404', async (t) => {
   const port = await listen(app)
   t.teardown(() => app.close())
   for (const host of ['a.example', 'b.example']) {
-    const { reader } = await openWs(t, port, '/c', { Host: host, Origin: null })
-    t.equal((await reader.next()).payload.toString(), `route ${host[0]}`)
+    const ws = await openWs(t, port, '/c', { Host: host, Origin: null })
+    t.equal((await ws.nextFrame()).payload.toString(), `route ${host[0]}`)
   }
   const r = await rawHttp(port, handshake('/c', port, { Host: 'c.example' }))
   t.equal(r.status, 404, 'no route for that host')
@@ -56,8 +56,8 @@ t.test('hooks run before the 101, in order, and can decorate the request', async
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const { reader } = await openWs(t, port, '/hooked')
-  t.equal((await reader.next()).payload.toString(), 'alice')
+  const ws = await openWs(t, port, '/hooked')
+  t.equal((await ws.nextFrame()).payload.toString(), 'alice')
   t.same(order, ['onRequest', 'preValidation', 'preHandler', 'handler'])
 })
 
@@ -116,8 +116,8 @@ t.test('schema validation failure: 400, no upgrade', async (t) => {
   const r2 = await rawHttp(port, handshake('/validated', port))
   t.equal(r2.status, 400)
   t.equal(calls, 0)
-  const { reader } = await openWs(t, port, '/validated?token=good')
-  t.equal((await reader.next()).payload.toString(), 'ok', 'a valid request is upgraded')
+  const ws = await openWs(t, port, '/validated?token=good')
+  t.equal((await ws.nextFrame()).payload.toString(), 'ok', 'a valid request is upgraded')
 })
 
 t.test('unknown path: 404; non-WebSocket route: its HTTP response, never 101', async (t) => {
@@ -171,8 +171,8 @@ t.test('handler + wsHandler on one route', async (t) => {
   const res = await app.inject({ method: 'GET', url: '/dual' })
   t.equal(res.statusCode, 200)
   t.same(res.json(), { via: 'http' })
-  const { reader } = await openWs(t, port, '/dual')
-  t.equal((await reader.next()).payload.toString(), 'via ws')
+  const ws = await openWs(t, port, '/dual')
+  t.equal((await ws.nextFrame()).payload.toString(), 'via ws')
 })
 
 t.test('app.route({ method, url, websocket: true, handler })', async (t) => {
@@ -185,8 +185,8 @@ t.test('app.route({ method, url, websocket: true, handler })', async (t) => {
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const { reader } = await openWs(t, port, '/routed/7')
-  t.equal((await reader.next()).payload.toString(), 'id=7')
+  const ws = await openWs(t, port, '/routed/7')
+  t.equal((await ws.nextFrame()).payload.toString(), 'id=7')
 })
 
 t.test('`this` in the handler is the encapsulated instance', async (t) => {
@@ -203,8 +203,8 @@ t.test('`this` in the handler is the encapsulated instance', async (t) => {
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const { reader } = await openWs(t, port, '/this')
-  t.equal((await reader.next()).payload.toString(), '42')
+  const ws = await openWs(t, port, '/this')
+  t.equal((await ws.nextFrame()).payload.toString(), '42')
   t.equal(seen, child, 'the child context')
   t.not(seen, app)
   t.equal(app.hasDecorator('answer'), false, 'the decorator stayed encapsulated')
@@ -222,18 +222,18 @@ t.test('a sync throw or an async rejection in the handler closes with 1011 and i
   t.teardown(() => app.close())
 
   const a = await openWs(t, port, '/throws')
-  const closeA = await a.reader.next()
+  const closeA = await a.nextFrame()
   t.equal(closeA.opcode, 0x8)
   t.equal(parseClose(closeA.payload).code, 1011)
 
   const b = await openWs(t, port, '/rejects')
-  t.equal((await b.reader.next()).payload.toString(), 'before')
-  const closeB = await b.reader.next()
+  t.equal((await b.nextFrame()).payload.toString(), 'before')
+  const closeB = await b.nextFrame()
   t.equal(closeB.opcode, 0x8)
   t.equal(parseClose(closeB.payload).code, 1011)
   // Complete the closing handshakes.
-  a.socket.write(closeFrame(1011))
-  b.socket.write(closeFrame(1011))
+  a.write(closeFrame(1011))
+  b.write(closeFrame(1011))
 
   const sync = logs.find('handler threw', 50)
   t.equal(sync.length, 1, 'sync throw logged once at error level')
@@ -256,19 +256,17 @@ t.test('bytes in the same packet as the handshake are delivered', async (t) => {
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const packet = Buffer.concat([
-    Buffer.from(handshake('/echo', port)),
-    maskedFrame(0x1, 'first'),
-    maskedFrame(0x2, Buffer.from([1, 2, 3]))
+  const early = Buffer.concat([
+    frame(0x1, 'first'),
+    frame(0x2, Buffer.from([1, 2, 3]))
   ])
-  const { socket, response, rest } = await rawUpgrade(port, packet)
-  t.teardown(() => socket.destroy())
-  t.equal(response.status, 101)
-  const reader = new FrameReader(socket, rest)
-  const one = await reader.next()
+  const ws = await RawWs.connect(port, '/echo', { head: early, passive: true })
+  t.teardown(() => ws.destroy())
+  t.equal(ws.status, 101)
+  const one = await ws.nextFrame()
   t.equal(one.opcode, 0x1)
   t.equal(one.payload.toString(), 'first')
-  const two = await reader.next()
+  const two = await ws.nextFrame()
   t.equal(two.opcode, 0x2)
   t.same([...two.payload], [1, 2, 3])
 })
@@ -281,10 +279,9 @@ t.test('a handler that listens late still gets the early messages', async (t) =>
   })
   const port = await listen(app)
   t.teardown(() => app.close())
-  const { socket, rest } = await rawUpgrade(port, Buffer.concat([Buffer.from(handshake('/late', port)), maskedFrame(0x1, 'early')]))
-  t.teardown(() => socket.destroy())
-  const reader = new FrameReader(socket, rest)
-  t.equal((await reader.next()).payload.toString(), 'late:early')
+  const ws = await RawWs.connect(port, '/late', { head: frame(0x1, 'early'), passive: true })
+  t.teardown(() => ws.destroy())
+  t.equal((await ws.nextFrame()).payload.toString(), 'late:early')
 })
 
 t.test('route options override plugin options', async (t) => {
@@ -308,17 +305,17 @@ t.test('route options override plugin options', async (t) => {
   const wrongOrigin = await rawHttp(port, handshake('/override', port, { Origin: 'https://plugin.example' }))
   t.equal(wrongOrigin.status, 403, 'the route origins replace the plugin origins')
 
-  const { response, reader, socket } = await openWs(t, port, '/override', {
+  const ws = await openWs(t, port, '/override', {
     Origin: 'https://route.example', 'Sec-WebSocket-Protocol': 'plugin-proto, route-proto'
   })
-  t.equal(response.headers['sec-websocket-protocol'], 'route-proto', 'the route protocols replace the plugin protocols')
-  socket.write(maskedFrame(0x2, Buffer.alloc(100)))
-  t.equal((await reader.next()).payload.toString(), 'got 100', 'route maxPayload 1024 allows 100 bytes')
+  t.equal(ws.responseHeaders['sec-websocket-protocol'], 'route-proto', 'the route protocols replace the plugin protocols')
+  ws.write(frame(0x2, Buffer.alloc(100)))
+  t.equal((await ws.nextFrame()).payload.toString(), 'got 100', 'route maxPayload 1024 allows 100 bytes')
 
   const small = await openWs(t, port, '/small', { Origin: 'https://plugin.example', 'Sec-WebSocket-Protocol': 'plugin-proto' })
-  t.equal(small.response.headers['sec-websocket-protocol'], 'plugin-proto', 'inherits the plugin protocols')
-  small.socket.write(maskedFrame(0x2, Buffer.alloc(100)))
-  const close = await small.reader.next()
+  t.equal(small.responseHeaders['sec-websocket-protocol'], 'plugin-proto', 'inherits the plugin protocols')
+  small.write(frame(0x2, Buffer.alloc(100)))
+  const close = await small.nextFrame()
   t.equal(close.opcode, 0x8)
   t.equal(parseClose(close.payload).code, 1009, 'inherits the plugin maxPayload (8)')
 })
@@ -406,7 +403,7 @@ t.test('the server keeps serving after a burst of refused and failed upgrades', 
   t.teardown(() => app.close())
   await Promise.all(Array.from({ length: 10 }, (_, i) => i % 2 === 0
     ? rawHttp(port, handshake('/missing', port))
-    : rawUpgrade(port, handshake('/boom', port)).then(({ socket }) => socket.destroy())))
-  const { reader } = await openWs(t, port, '/ok')
-  t.equal((await within(reader.next(), 2000, 'alive')).payload.toString(), 'alive')
+    : RawWs.connect(port, '/boom', { passive: true }).then((ws) => ws.destroy())))
+  const ws = await openWs(t, port, '/ok')
+  t.equal((await within(ws.nextFrame(), 2000, 'alive')).payload.toString(), 'alive')
 })
