@@ -32,6 +32,31 @@ export const FST_WS_INVALID_ROUTE = createError<[string, string]>(
 /** `injectWS()` handshake refused; `statusCode` is the HTTP status the server answered. */
 export const FST_WS_HANDSHAKE_REJECTED = createError<[number, string]>(
   'FST_WS_HANDSHAKE_REJECTED', 'WebSocket handshake rejected with status %s: %s', 500)
+/**
+ * What `injectWS()` rejects with when the server refuses the handshake: the status, headers and body the server
+ * answered. An `FST_WS_HANDSHAKE_REJECTED`, so `instanceof` either narrows; this class types the response fields.
+ */
+export class HandshakeRejectedError extends FST_WS_HANDSHAKE_REJECTED {
+  /** The prototype chain, not @fastify/error's match by code: only objects built by this class have its fields. */
+  static override [Symbol.hasInstance] (value: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, value)
+  }
+
+  override readonly code = 'FST_WS_HANDSHAKE_REJECTED'
+  /** The HTTP status the server answered instead of 101. */
+  override statusCode: number
+  /** The response headers, names lower-cased. */
+  headers: Record<string, string>
+  /** The response body, as text. */
+  body: string
+
+  constructor (statusCode: number, message: string, headers: Record<string, string>, body: string) {
+    super(statusCode, message)
+    this.statusCode = statusCode
+    this.headers = headers
+    this.body = body
+  }
+}
 
 /** A topic name over `maxTopicLength`, or a socket already subscribed to `maxTopicsPerSocket` topics. */
 export const FST_WS_TOPIC_LIMIT = createError<[string]>(
