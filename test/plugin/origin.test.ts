@@ -1,10 +1,10 @@
 // The Origin policy: exact (normalised) origins, wildcard subdomains at a label boundary, RegExps,
 // functions, the same-origin default, requireOrigin, and `null`.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { FastifyRequest } from 'fastify'
 import { compileOrigins, parseOrigin, parseHost, isSameOrigin, type OriginsOption } from '../../lib/http/origin.js'
 import type { HandshakeRejectedError } from '../../lib/index.js'
-import { buildApp, listen, handshake, rawHttp, openWs, type TestLike } from '../helpers/core-helpers.js'
+import { buildApp, listen, handshake, rawHttp, openWs, type HeaderOverrides } from '../helpers/index.js'
 
 const fakeRequest = {} as FastifyRequest
 
@@ -139,9 +139,9 @@ t.test('over TCP', async (t) => {
     const r = await rawHttp(port, handshake(path, port, headers))
     return r.status
   }
-  async function accepted (t: TestLike, path: string, headers: Record<string, string | string[] | null>) {
-    const { reader } = await openWs(t, port, path, headers)
-    t.equal((await reader.next()).payload.toString(), 'hello', `${path} handler ran`)
+  async function accepted (t: Test, path: string, headers: HeaderOverrides) {
+    const ws = await openWs(t, port, path, headers)
+    t.equal((await ws.nextFrame()).payload.toString(), 'hello', `${path} handler ran`)
   }
 
   t.test('same-origin default', async (t) => {
