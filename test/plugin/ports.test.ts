@@ -4,7 +4,7 @@ import t from 'tap'
 import type { IncomingMessage } from 'node:http'
 import { compileTrust, clientPort, portAllowed } from '../../lib/http/ports.js'
 import type { HandshakeRejectedError } from '../../lib/index.js'
-import { buildApp, listen, handshake, rawHttp, openWs } from '../helpers/core-helpers.js'
+import { buildApp, listen, handshake, rawHttp, openWs } from '../helpers/index.js'
 
 function fakeReq (localPort: number | undefined, remoteAddress: string, headers: Record<string, string | string[]> = {}): IncomingMessage {
   return { socket: { localPort, remoteAddress }, headers } as unknown as IncomingMessage
@@ -60,8 +60,8 @@ t.test('the default policy refuses an ephemeral port with 403, and warns once on
   t.match(body.message, /"ports" option/, 'and the option')
   t.ok(logs.find('WebSocket upgrade refused').some((l) => l.status === 403), 'refusal logged')
 
-  const { reader } = await openWs(t, port, '/open')
-  t.equal((await reader.next()).payload.toString(), 'open', "a route with ports: 'any' overrides the default")
+  const ws = await openWs(t, port, '/open')
+  t.equal((await ws.nextFrame()).payload.toString(), 'open', "a route with ports: 'any' overrides the default")
 
   const warnings = logs.lines.filter((l) => l.level === 40 && /ports/.test(l.msg))
   t.equal(warnings.length, 1, 'one warning')
@@ -96,9 +96,9 @@ t.test("ports: 'any' and a list", async (t) => {
     return
   }
   const a = await openWs(t, port, '/ws')
-  t.equal((await a.reader.next()).payload.toString(), 'listed')
+  t.equal((await a.nextFrame()).payload.toString(), 'listed')
   const b = await openWs(t, port, '/any')
-  t.equal((await b.reader.next()).payload.toString(), 'any')
+  t.equal((await b.nextFrame()).payload.toString(), 'any')
   const r = await rawHttp(port, handshake('/elsewhere', port))
   t.equal(r.status, 403, 'a route list without this port refuses')
 })
@@ -109,7 +109,7 @@ t.test('trustProxy: X-Forwarded-Port, else the X-Forwarded-Proto default port', 
   const port = await listen(app)
   t.teardown(() => app.close())
   const a = await openWs(t, port, '/ws', { 'X-Forwarded-Port': '443' })
-  t.equal((await a.reader.next()).payload.toString(), 'proxied')
+  t.equal((await a.nextFrame()).payload.toString(), 'proxied')
   await openWs(t, port, '/ws', { 'X-Forwarded-Proto': 'https' })
   await openWs(t, port, '/ws', { 'X-Forwarded-Proto': 'http', 'X-Forwarded-Port': '443' })
   t.equal((await rawHttp(port, handshake('/ws', port, { 'X-Forwarded-Proto': 'http' }))).status, 403, 'http means port 80')
