@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import type { IncomingMessage } from 'node:http'
 import WebSocketClient from 'ws'
 import type { WebSocket } from '../../lib/index.js'
-import { buildApp, listen, within } from '../helpers/core-helpers.js'
+import { buildApp, listen, within, waitFor } from '../helpers/index.js'
 
 interface ServerLog { messages: Array<{ data: string, isBinary: boolean }>, closes: Array<[number, string]>, protocols: string[] }
 
@@ -46,12 +46,8 @@ function clientClose (client: WebSocketClient): Promise<[number, string]> {
   return within(new Promise((resolve) => client.once('close', (code: number, reason: Buffer) => resolve([code, reason.toString()]))), 3000, 'ws close')
 }
 
-async function until (check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 3000
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
+function until (check: () => boolean, what: string): Promise<void> {
+  return waitFor(check, 3000, what, 5)
 }
 
 t.test('ws client', async (t) => {
