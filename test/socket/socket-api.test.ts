@@ -6,7 +6,7 @@
 import t from 'tap'
 import { WebSocket, type WebSocketEvents } from '../../lib/socket/websocket.js'
 import type { WebSocketError } from '../../lib/errors.js'
-import { RawClient, buildFrames, closePayload, startServer, once, within, delay } from '../helpers/engine-helpers.js'
+import { RawWs, frames, closePayload, startServer, once, within, delay, waitFor } from '../helpers/index.js'
 
 const TEXT = 0x1
 const BINARY = 0x2
@@ -20,12 +20,8 @@ function collect (ws: WebSocket): Received[] {
   return got
 }
 
-async function until (cond: () => boolean, ms: number, what: string): Promise<void> {
-  const start = Date.now()
-  while (!cond()) {
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await delay(5)
-  }
+function until (cond: () => boolean, ms: number, what: string): Promise<void> {
+  return waitFor(cond, ms, what, 5)
 }
 
 t.test('send(): strings, Buffers, ArrayBuffers, views, and the binary option', async (t) => {
@@ -103,7 +99,7 @@ t.test('send() after close returns false and calls back with FST_WS_NOT_OPEN', a
 t.test('flush() resolves once everything is handed over; rejects when closed', async (t) => {
   const srv = await startServer({ drainTimeout: 0 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   await server.flush()
   t.pass('resolves at once with nothing buffered')
@@ -117,7 +113,7 @@ t.test('flush() resolves once everything is handed over; rejects when closed', a
   client.socket.resume()
   await within(flushing, 5000, 'flush()')
   t.equal(server.bufferedAmount, 0, 'nothing buffered when flush() resolves')
-  await client.waitFor(() => client.frames.length === 100, 5000, '100 frames')
+  await until(() => client.frames.length === 100, 5000, '100 frames')
   server.terminate()
   await once(server, 'close')
   await t.rejects(server.flush(), { code: 'FST_WS_NOT_OPEN' })
@@ -127,7 +123,7 @@ t.test('flush() while closing (TCP already ended) does not write after end', asy
   // A high-water mark big enough that the server keeps reading while its output is stuck.
   const srv = await startServer({ drainTimeout: 0, sendHighWaterMark: 64 * 1024 * 1024, maxBufferedAmount: 128 * 1024 * 1024 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   const errors: unknown[] = []
   server.rawSocket.on('error', (e) => errors.push(e))
@@ -167,7 +163,7 @@ t.test('flush() waits for messages queued behind compression', async (t) => {
 t.test('bufferedAmount, send() returning false past sendHighWaterMark, and drain', async (t) => {
   const srv = await startServer({ sendHighWaterMark: 256 * 1024, drainTimeout: 0 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   client.socket.pause() // the peer does not read
   const server = await srv.socket()
   let sent = 0
@@ -184,7 +180,7 @@ t.test('bufferedAmount, send() returning false past sendHighWaterMark, and drain
   client.socket.resume()
   await drained
   t.ok(server.bufferedAmount <= 256 * 1024, 'under the mark at drain')
-  await client.waitFor(() => client.frames.length === sent, 5000, 'every frame')
+  await until(() => client.frames.length === sent, 5000, 'every frame')
   t.equal(client.frames.length, sent, 'nothing was lost')
 })
 
@@ -222,7 +218,7 @@ t.test('typed events carry the documented arguments', async (t) => {
 t.test('an error without a listener is logged, not thrown', async (t) => {
   const srv = await startServer({ maxPayload: 10 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   t.equal(server.listenerCount('error'), 0)
   const closed = once<[number, string]>(server, 'close')
@@ -230,7 +226,7 @@ t.test('an error without a listener is logged, not thrown', async (t) => {
   t.equal((await client.nextFrame(CLOSE)).payload.readUInt16BE(0), 1009)
   client.socket.end()
   t.equal((await closed)[0], 1009)
-  const line = srv.logs.find((l) => l.err?.code === 'FST_WS_MESSAGE_TOO_BIG')
+  const line = srv.logs.lines.find((l) => l.err?.code === 'FST_WS_MESSAGE_TOO_BIG')
   t.ok(line, 'the error was logged')
   t.equal(line?.level, 40, 'at warn level')
 })
@@ -238,20 +234,20 @@ t.test('an error without a listener is logged, not thrown', async (t) => {
 t.test('an error listener that throws is logged', async (t) => {
   const srv = await startServer({}, (s) => { s.on('error', () => { throw new Error('listener bug') }) })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   const closed = once(server, 'close')
   client.socket.write(Buffer.from([0x81, 0x01, 0x61])) // unmasked
   await client.nextFrame(CLOSE)
   client.socket.end()
   await closed
-  t.ok(srv.logs.some((l) => l.err?.message === 'listener bug'), 'logged')
+  t.ok(srv.logs.lines.some((l) => l.err?.message === 'listener bug'), 'logged')
 })
 
 t.test('a throwing message listener closes the socket with 1011', async (t) => {
   const srv = await startServer({}, (s) => { s.on('message', () => { throw new Error('handler bug') }) })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   const closed = once<[number, string]>(server, 'close')
   client.write({ opcode: TEXT, payload: 'boom' })
@@ -259,7 +255,7 @@ t.test('a throwing message listener closes the socket with 1011', async (t) => {
   t.equal(frame.payload.readUInt16BE(0), 1011)
   client.write({ opcode: CLOSE, payload: closePayload(1011) })
   await closed
-  t.ok(srv.logs.some((l) => l.level === 50 && l.err?.message === 'handler bug'), 'logged at error level')
+  t.ok(srv.logs.lines.some((l) => l.level === 50 && l.err?.message === 'handler bug'), 'logged at error level')
 })
 
 t.test('messages that arrive before a listener is attached are delivered in order', async (t) => {
@@ -273,8 +269,8 @@ t.test('messages that arrive before a listener is attached are delivered in orde
   })
   t.teardown(srv.close)
   // The first two frames travel with the handshake request itself (the upgrade "head").
-  const head = buildFrames([{ opcode: TEXT, payload: '1' }, { opcode: TEXT, payload: '2' }], true)
-  const client = await RawClient.connect(srv.port, '/ws', 2000, head)
+  const head = frames([{ opcode: TEXT, payload: '1' }, { opcode: TEXT, payload: '2' }])
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true, ms: 2000, head })
   client.write([{ opcode: TEXT, payload: '3' }, { opcode: BINARY, payload: '4' }])
   await delay(20)
   client.write({ opcode: TEXT, payload: '5' })
@@ -335,9 +331,9 @@ t.test('inbound backpressure: a consumer that does not pull pauses the TCP socke
     }
   })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
-  const frame = buildFrames([{ opcode: BINARY, payload: Buffer.alloc(4096, 1) }], true)
+  const frame = frames([{ opcode: BINARY, payload: Buffer.alloc(4096, 1) }])
   for (let i = 0; i < 200; i++) client.socket.write(frame)
   await until(() => server.rawSocket.isPaused(), 2000, 'the socket to pause')
   t.ok(server.rawSocket.isPaused(), 'reading paused while nobody pulls')
@@ -356,7 +352,7 @@ t.test('errors carry codes and close codes', async (t) => {
   const server = await srv.socket()
   const err = once<[WebSocketError]>(client, 'error')
   // A server that sends a masked frame: the client must fail with 1002.
-  ;(server.rawSocket).write(buildFrames([{ opcode: TEXT, payload: 'x' }], true))
+  ;(server.rawSocket).write(frames([{ opcode: TEXT, payload: 'x' }]))
   const [e] = await err
   t.equal(e.code, 'FST_WS_PROTOCOL_ERROR')
   t.equal(e.closeCode, 1002)
@@ -371,9 +367,9 @@ t.test('inbound backpressure counts messages, not only bytes: a flood of empty m
     s.on('message', () => { if (++n === 20000) s.send(`got ${n}`) })
   })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
-  const empty = buildFrames([{ opcode: BINARY }], true)
+  const empty = frames([{ opcode: BINARY }])
   client.socket.write(Buffer.concat(Array.from({ length: 20000 }, () => empty)))
   await until(() => server.rawSocket.isPaused(), 2000, 'the socket to pause')
   t.ok(server.rawSocket.isPaused(), 'reading paused by 20,000 held empty messages')
@@ -408,7 +404,7 @@ t.test('inbound backpressure through injectWS: the in-memory stream backs up too
 t.test('a peer that never reads: closed with 1008 past maxBufferedAmount', async (t) => {
   const srv = await startServer({ sendHighWaterMark: 64 * 1024, maxBufferedAmount: 1024 * 1024, drainTimeout: 0, closeTimeout: 200 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   client.socket.pause()
   const server = await srv.socket()
   const error = once<[WebSocketError]>(server, 'error', 5000)
@@ -427,7 +423,7 @@ t.test('a peer that never reads: closed with 1008 past maxBufferedAmount', async
 t.test('a peer that stays over sendHighWaterMark longer than drainTimeout: closed with 1008', async (t) => {
   const srv = await startServer({ sendHighWaterMark: 64 * 1024, drainTimeout: 200, closeTimeout: 200 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   client.socket.pause()
   const server = await srv.socket()
   const error = once<[WebSocketError]>(server, 'error', 5000)
@@ -450,15 +446,15 @@ t.test('a peer that stays over sendHighWaterMark longer than drainTimeout: close
 t.test('pong() sends an unsolicited pong; a throwing close listener is logged', async (t) => {
   const srv = await startServer({}, (s) => { s.on('close', () => { throw new Error('close listener bug') }) })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   server.pong('heartbeat')
   t.equal((await client.nextFrame(0xa)).payload.toString(), 'heartbeat')
   client.write({ opcode: CLOSE, payload: closePayload(1000) })
-  await client.waitFor(() => client.ended, 2000, 'end')
+  await until(() => client.ended, 2000, 'end')
   await until(() => server.readyState === server.CLOSED, 2000, 'CLOSED')
   await delay(10)
-  t.ok(srv.logs.some((l) => l.err?.message === 'close listener bug'), 'logged, not thrown')
+  t.ok(srv.logs.lines.some((l) => l.err?.message === 'close listener bug'), 'logged, not thrown')
 })
 
 t.test('topics on a socket: subscribe, publish, unsubscribe, released on close', async (t) => {
@@ -495,13 +491,13 @@ t.test('topics on a socket: subscribe, publish, unsubscribe, released on close',
 t.test('terminate() right after send(): the unwritten frame is dropped and its callback gets an error', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   const result = new Promise<Error | null | undefined>((resolve) => { server.send('last words', (err) => resolve(err)) })
   server.terminate()
   const err = await within(result, 2000, 'send callback')
   t.ok(err instanceof Error, `the callback reports the loss: ${String(err)}`)
   await once(server, 'close')
-  await client.waitFor(() => client.ended || client.socket.destroyed, 2000, 'client sees the connection go')
+  await until(() => client.ended || client.socket.destroyed, 2000, 'client sees the connection go')
   t.equal(client.frames.length, 0, 'nothing reached the client')
 })
