@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WsClient from 'ws'
-import { startServer, once, within, delay, type TestServer } from '../helpers/engine-helpers.js'
+import { startServer, once, within, delay, type TestServer } from '../helpers/index.js'
 import type { WebSocket } from '../../lib/socket/websocket.js'
 
 function echo (s: WebSocket): void {
