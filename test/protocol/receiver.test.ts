@@ -4,11 +4,11 @@
  * frames arrive masked; client: unmasked), and must produce exactly the same
  * host events each time.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Receiver } from '../../lib/protocol/receiver.js'
 import {
-  buildFrame, buildFrames, closePayload, describe, RecordingHost, type Event, type FrameSpec
-} from '../helpers/engine-helpers.js'
+  frame, frames as encode, FIXED_MASK, closePayload, describe, RecordingHost, type Event, type FrameSpec
+} from '../helpers/index.js'
 
 const TEXT = 0x1
 const BINARY = 0x2
@@ -50,12 +50,12 @@ function runFeed (chunks: Buffer[], role: Role, maxPayload: number): Event[] {
   return host.events
 }
 
-/** The assertions `check` needs (tap's own Test type is long to spell). */
-interface Asserts {
-  same (found: unknown, wanted: unknown, message: string): boolean
+/** The mask of a role's incoming frames: client frames (server role) carry a fixed key, server frames none. */
+function roleMask (masked: boolean): Buffer | false {
+  return masked ? FIXED_MASK : false
 }
 
-function check (t: Asserts, name: string, build: (masked: boolean) => Buffer, expected: Event[], opts: CaseOptions = {}): void {
+function check (t: Test, name: string, build: (masked: boolean) => Buffer, expected: Event[], opts: CaseOptions = {}): void {
   const maxPayload = opts.maxPayload ?? 16 * MiB
   for (const role of opts.roles ?? ROLES) {
     const bytes = build(role === 'server')
@@ -79,7 +79,7 @@ function check (t: Asserts, name: string, build: (masked: boolean) => Buffer, ex
 }
 
 function frames (specs: FrameSpec[]): (masked: boolean) => Buffer {
-  return (masked) => buildFrames(specs, masked)
+  return (masked) => encode(specs, { mask: roleMask(masked) })
 }
 
 function bytesOf (size: number, seed = 7): Buffer {
@@ -228,15 +228,15 @@ t.test('protocol errors: 1002', async (t) => {
     [protocolError()])
   check(t, 'binary inside an open fragmented text message', frames([{ opcode: TEXT, payload: 'a', fin: false }, { opcode: BINARY, payload: 'b' }]),
     [protocolError()])
-  check(t, 'unmasked client frame', frames([{ opcode: TEXT, payload: 'hi', masked: false }]), [protocolError()], { roles: ['server'] })
-  check(t, 'unmasked client ping after a good frame', frames([{ opcode: TEXT, payload: 'a' }, { opcode: PING, masked: false }]),
+  check(t, 'unmasked client frame', frames([{ opcode: TEXT, payload: 'hi', mask: false }]), [protocolError()], { roles: ['server'] })
+  check(t, 'unmasked client ping after a good frame', frames([{ opcode: TEXT, payload: 'a' }, { opcode: PING, mask: false }]),
     [msg('a'), protocolError()], { roles: ['server'] })
-  check(t, 'masked server frame', frames([{ opcode: TEXT, payload: 'hi', masked: true }]), [protocolError()], { roles: ['client'] })
+  check(t, 'masked server frame', frames([{ opcode: TEXT, payload: 'hi', mask: FIXED_MASK }]), [protocolError()], { roles: ['client'] })
   check(t, '64-bit length with the most significant bit set', frames([
-    { opcode: BINARY, payload: 'abc', lengthCode: 127, length64: 0x8000000000000003n }
+    { opcode: BINARY, payload: 'abc', lengthCode: 127, extendedLength: 0x8000000000000003n }
   ]), [protocolError()])
   check(t, '64-bit length of 2^63 - 1 is too big (1009)', frames([
-    { opcode: BINARY, payload: '', lengthCode: 127, length64: 0x7fffffffffffffffn }
+    { opcode: BINARY, payload: '', lengthCode: 127, extendedLength: 0x7fffffffffffffffn }
   ]), [tooBig])
 })
 
@@ -333,9 +333,9 @@ t.test('maxPayload: 1009', async (t) => {
   check(t, 'a single frame over maxPayload fails from its header alone', frames([{ opcode: BINARY, payload: bytesOf(101), lengthCode: 126 }])
     , [tooBig], { maxPayload: 100 })
   // Only the header: the payload never arrives, the failure must not wait for it.
-  check(t, 'header declaring 2^40 bytes', (masked) => buildFrames([{ opcode: TEXT, lengthCode: 127, length64: 1n << 40n }], masked),
+  check(t, 'header declaring 2^40 bytes', (masked) => encode([{ opcode: TEXT, lengthCode: 127, extendedLength: 1n << 40n }], { mask: roleMask(masked) }),
     [tooBig], { maxPayload: 100 })
-  check(t, 'header declaring 101 bytes, no payload', (masked) => buildFrames([{ opcode: TEXT, payload: bytesOf(101) }], masked).subarray(0, masked ? 6 : 2),
+  check(t, 'header declaring 101 bytes, no payload', (masked) => encode([{ opcode: TEXT, payload: bytesOf(101) }], { mask: roleMask(masked) }).subarray(0, masked ? 6 : 2),
     [tooBig], { maxPayload: 100 })
   check(t, 'exactly maxPayload is accepted', frames([{ opcode: BINARY, payload: bytesOf(100) }]), [msg(bytesOf(100), true)], { maxPayload: 100 })
   check(t, 'fragments adding up to exactly maxPayload', frames([
@@ -363,7 +363,7 @@ t.test('a 4 MiB message in 65,536 fragments of 64 bytes', async (t) => {
     for (let i = 0; i < 65536; i++) {
       specs.push({ opcode: i === 0 ? BINARY : CONT, payload: data.subarray(i * 64, i * 64 + 64), fin: i === 65535 })
     }
-    const bytes = buildFrames(specs, role === 'server')
+    const bytes = encode(specs, { mask: roleMask(role === 'server') })
     for (const chunkSize of [bytes.length, 65536, 1000, 7]) {
       const chunks: Buffer[] = []
       for (let i = 0; i < bytes.length; i += chunkSize) chunks.push(bytes.subarray(i, i + chunkSize))
@@ -387,7 +387,7 @@ t.test('a 4 MiB message in 65,536 fragments of 64 bytes', async (t) => {
   }
   const host = new RecordingHost()
   const receiver = new Receiver(host, { isServer: true, maxPayload: 8 * MiB })
-  receiver.push(buildFrames(specs, true))
+  receiver.push(encode(specs, { mask: FIXED_MASK }))
   t.same(host.events, [msg(valid)], 'text in 64-byte fragments with characters cut across them')
 })
 
@@ -397,8 +397,8 @@ t.test('100,000 empty fragments then a final fragment: delivered, memory bounded
     const host = new RecordingHost()
     const receiver = new Receiver(host, { isServer: masked, maxPayload: 1024 })
     const state = receiver as unknown as { messageBuffer: Buffer | null, messageLength: number }
-    const empty = buildFrames([{ opcode: CONT, fin: false }], masked)
-    receiver.push(buildFrames([{ opcode: TEXT, fin: false }], masked))
+    const empty = encode([{ opcode: CONT, fin: false }], { mask: roleMask(masked) })
+    receiver.push(encode([{ opcode: TEXT, fin: false }], { mask: roleMask(masked) }))
     const before = process.memoryUsage().heapUsed
     for (let i = 0; i < 1000; i++) {
       // 100 empty fragments per chunk, split oddly so headers straddle chunks.
@@ -409,7 +409,7 @@ t.test('100,000 empty fragments then a final fragment: delivered, memory bounded
     t.equal(state.messageBuffer, null, `${role}: no message buffer was allocated for empty fragments`)
     t.equal(state.messageLength, 0, `${role}: nothing accumulated`)
     t.ok(process.memoryUsage().heapUsed - before < 64 * MiB, `${role}: heap stayed bounded`)
-    receiver.push(buildFrames([{ opcode: CONT, payload: 'end' }], masked))
+    receiver.push(encode([{ opcode: CONT, payload: 'end' }], { mask: roleMask(masked) }))
     t.same(host.events, [msg('end')], `${role}: the message is delivered`)
   }
 })
@@ -421,17 +421,17 @@ t.test('a host that stops the receiver in a callback stops parsing', async (t) =
     host.events.push(['message', describe(data), false])
     receiver.stop()
   }
-  receiver.push(buildFrames([{ opcode: TEXT, payload: 'a' }, { opcode: TEXT, payload: 'b' }, { opcode: PING }], true))
+  receiver.push(encode([{ opcode: TEXT, payload: 'a' }, { opcode: TEXT, payload: 'b' }, { opcode: PING }], { mask: FIXED_MASK }))
   t.same(host.events, [msg('a')])
   t.ok(receiver.stopped)
-  receiver.push(buildFrames([{ opcode: TEXT, payload: 'c' }], true))
+  receiver.push(encode([{ opcode: TEXT, payload: 'c' }], { mask: FIXED_MASK }))
   t.same(host.events, [msg('a')], 'later input is ignored')
 })
 
 t.test('masked frames split anywhere keep the mask phase', async (t) => {
   // A payload long enough for the word-at-a-time unmasking, in many odd chunk sizes.
   const data = bytesOf(1000, 11)
-  const bytes = buildFrames([{ opcode: BINARY, payload: data }], true)
+  const bytes = encode([{ opcode: BINARY, payload: data }], { mask: FIXED_MASK })
   for (const size of [1, 2, 3, 5, 13, 31, 33, 257]) {
     const host = new RecordingHost()
     const receiver = new Receiver(host, { isServer: true, maxPayload: 10000 })
@@ -446,10 +446,10 @@ t.test('no uncaught exception from malformed input', async (t) => {
     seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0
     return seed / 4294967296
   }
-  const base = buildFrames([
+  const base = encode([
     { opcode: TEXT, payload: 'héllo', fin: false }, { opcode: PING, payload: 'p' }, { opcode: CONT, payload: ' wörld' },
     { opcode: BINARY, payload: bytesOf(200) }, { opcode: CLOSE, payload: closePayload(1000, 'bye') }
-  ], true)
+  ], { mask: FIXED_MASK })
   let thrown = 0
   let runs = 0
   for (let i = 0; i < 3000; i++) {
@@ -489,17 +489,17 @@ t.test('invalid UTF-8 fails on the TCP piece that carries it, inside one frame',
     // One 200-byte text frame: valid text, then an impossible byte at offset 50, then more text.
     const payload = Buffer.from('a'.repeat(200))
     payload[50] = 0xff
-    const frame = buildFrame({ opcode: TEXT, payload }, masked)
-    const headerLength = frame.length - payload.length
+    const whole = frame(TEXT, payload, { mask: roleMask(masked) })
+    const headerLength = whole.length - payload.length
     const host = new RecordingHost()
     const receiver = new Receiver(host, { isServer: masked, maxPayload: MiB })
-    receiver.push(frame.subarray(0, headerLength + 40))
+    receiver.push(whole.subarray(0, headerLength + 40))
     t.same(host.events, [], `${role}: the first 40 valid bytes raise nothing`)
-    receiver.push(frame.subarray(headerLength + 40, headerLength + 60))
+    receiver.push(whole.subarray(headerLength + 40, headerLength + 60))
     t.same(host.events, [utf8Error], `${role}: the piece with the bad byte fails the connection, before the frame ends`)
     // A valid 4-byte character split across the pieces of one frame, at every offset, is delivered intact.
     const text = 'x'.repeat(13) + '\u{1F600}' + 'y'.repeat(13)
-    const good = buildFrame({ opcode: TEXT, payload: text }, masked)
+    const good = frame(TEXT, text, { mask: roleMask(masked) })
     for (let cut = 1; cut < good.length; cut++) {
       const h = new RecordingHost()
       const r = new Receiver(h, { isServer: masked, maxPayload: MiB })
@@ -510,8 +510,8 @@ t.test('invalid UTF-8 fails on the TCP piece that carries it, inside one frame',
     }
     // The same for a continuation frame of a fragmented text message.
     const fragmented = Buffer.concat([
-      buildFrame({ opcode: TEXT, payload: 'start', fin: false }, masked),
-      buildFrame({ opcode: CONT, payload: Buffer.concat([Buffer.from('b'.repeat(30)), Buffer.from([0xc0, 0x80]), Buffer.from('c'.repeat(30))]) }, masked)
+      frame(TEXT, 'start', { fin: false, mask: roleMask(masked) }),
+      frame(CONT, Buffer.concat([Buffer.from('b'.repeat(30)), Buffer.from([0xc0, 0x80]), Buffer.from('c'.repeat(30))]), { mask: roleMask(masked) })
     ])
     const h2 = new RecordingHost()
     const r2 = new Receiver(h2, { isServer: masked, maxPayload: MiB })
