@@ -8,7 +8,7 @@ import { Writable, type Duplex } from 'node:stream'
 import { Sender, encodeFrame, flushBatches } from '../../lib/protocol/sender.js'
 import { Receiver } from '../../lib/protocol/receiver.js'
 import type { PerMessageDeflate } from '../../lib/extensions/permessage-deflate/codec.js'
-import { parseFrames, RecordingHost, describe } from '../helpers/engine-helpers.js'
+import { parseFrames, RecordingHost, describe } from '../helpers/index.js'
 
 function sink (): { socket: Duplex, chunks: Buffer[], all: () => Buffer } {
   const chunks: Buffer[] = []
