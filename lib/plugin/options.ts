@@ -8,7 +8,7 @@ import { compileOrigins, type OriginCheck, type OriginsOption } from '../http/or
 import type { PortsOption } from '../http/ports.js'
 import { isToken } from '../http/extension-header.js'
 import type { HeartbeatOptions } from '../protocol/connection.js'
-import { validateDeflateOptions, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/codec.js'
+import { DEFAULT_DEFLATE_OPTIONS, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
 import type { TopicBroker } from './topics.js'
 
 /** Limits and timers; each can be set for the plugin and overridden per route. */
@@ -122,6 +122,13 @@ function fail (name: string, why: string): never {
   throw new FST_WS_INVALID_OPTION(name, why)
 }
 
+/** `where` prefixes the key in the error: '' or a path ending in '.'. */
+function rejectUnknownKeys (o: Record<string, unknown>, known: ReadonlySet<string>, where: string): void {
+  for (const key of Object.keys(o)) {
+    if (!known.has(key)) fail(where + key, `unknown option (known: ${[...known].join(', ')})`)
+  }
+}
+
 function positiveInt (value: unknown, name: string, allowZero = false, allowInfinity = false): number {
   if (allowInfinity && value === Infinity) return Infinity
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
@@ -140,10 +147,7 @@ export function resolveOptions (input: unknown, base: ResolvedOptions, where: st
     fail(where === '' ? 'options' : where.replace(/\.$/, ''), `expected an object, got ${describe(input)}`)
   }
   const o = input as Record<string, unknown>
-  const allowed = route ? ROUTE_KEYS : PLUGIN_KEYS
-  for (const key of Object.keys(o)) {
-    if (!allowed.has(key)) fail(where + key, `unknown option (known: ${[...allowed].join(', ')})`)
-  }
+  rejectUnknownKeys(o, route ? ROUTE_KEYS : PLUGIN_KEYS, where)
   const out: ResolvedOptions = { ...base }
   if (o.origins !== undefined) {
     const v = o.origins
@@ -211,4 +215,39 @@ export function resolveOptions (input: unknown, base: ResolvedOptions, where: st
 function bool (value: unknown, name: string): boolean {
   if (typeof value !== 'boolean') fail(name, `expected a boolean, got ${describe(value)}`)
   return value
+}
+
+// --- permessage-deflate options (plugin, route and injectWS client) ---
+
+const DEFLATE_KEYS = new Set(Object.keys(DEFAULT_DEFLATE_OPTIONS))
+
+function intInRange (value: unknown, name: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(name, `expected an integer from ${min} to ${max}, got ${describe(value)}`)
+  }
+  return value
+}
+
+/**
+ * Validate permessage-deflate options and fill in the defaults. `true` and `undefined` mean "all defaults".
+ * Throws FST_WS_INVALID_OPTION (a TypeError) naming the offending option, e.g. `perMessageDeflate.level`.
+ */
+export function validateDeflateOptions (opts: unknown, optionName: string): Required<PerMessageDeflateOptions> {
+  const out: Required<PerMessageDeflateOptions> = { ...DEFAULT_DEFLATE_OPTIONS }
+  if (opts === undefined || opts === true) return out
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
+    fail(optionName, `expected true or an options object, got ${describe(opts)}`)
+  }
+  const o = opts as Record<string, unknown>
+  const where = optionName + '.'
+  rejectUnknownKeys(o, DEFLATE_KEYS, where)
+  if (o.threshold !== undefined) out.threshold = positiveInt(o.threshold, where + 'threshold', true, true)
+  if (o.serverNoContextTakeover !== undefined) out.serverNoContextTakeover = bool(o.serverNoContextTakeover, where + 'serverNoContextTakeover')
+  if (o.clientNoContextTakeover !== undefined) out.clientNoContextTakeover = bool(o.clientNoContextTakeover, where + 'clientNoContextTakeover')
+  if (o.serverMaxWindowBits !== undefined) out.serverMaxWindowBits = intInRange(o.serverMaxWindowBits, where + 'serverMaxWindowBits', 8, 15)
+  if (o.clientMaxWindowBits !== undefined) out.clientMaxWindowBits = intInRange(o.clientMaxWindowBits, where + 'clientMaxWindowBits', 8, 15)
+  if (o.level !== undefined) out.level = intInRange(o.level, where + 'level', -1, 9)
+  if (o.memLevel !== undefined) out.memLevel = intInRange(o.memLevel, where + 'memLevel', 1, 9)
+  if (o.concurrency !== undefined) out.concurrency = intInRange(o.concurrency, where + 'concurrency', 1, 1024)
+  return out
 }

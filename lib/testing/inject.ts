@@ -12,8 +12,10 @@ import { acceptKey } from '../http/handshake.js'
 import { FST_WS_HANDSHAKE_REJECTED } from '../errors.js'
 import { WebSocket } from '../socket/websocket.js'
 import { parseExtensions } from '../http/extension-header.js'
-import { acceptClientResponse, clientOffer, PerMessageDeflate, validateDeflateOptions, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/codec.js'
-import { DEFAULTS } from '../plugin/options.js'
+import { acceptClientResponse, clientOffer } from '../extensions/permessage-deflate/negotiation.js'
+import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
+import type { PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
+import { DEFAULTS, validateDeflateOptions } from '../plugin/options.js'
 import type { ConnectionOptions } from '../protocol/connection.js'
 
 export interface InjectWSOptions {

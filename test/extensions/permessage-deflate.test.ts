@@ -3,10 +3,12 @@ import zlib from 'node:zlib'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { parseExtensions, type ExtensionOffer } from '../../lib/http/extension-header.js'
+import { PerMessageDeflate, type InflateError } from '../../lib/extensions/permessage-deflate/codec.js'
+import { negotiateServer, clientOffer, acceptClientResponse } from '../../lib/extensions/permessage-deflate/negotiation.js'
 import {
-  PerMessageDeflate, validateDeflateOptions, negotiateServer, clientOffer, acceptClientResponse,
-  DEFAULT_DEFLATE_OPTIONS, type PerMessageDeflateOptions, type NegotiatedDeflate, type InflateError
-} from '../../lib/extensions/permessage-deflate/codec.js'
+  DEFAULT_DEFLATE_OPTIONS, type PerMessageDeflateOptions, type NegotiatedDeflate
+} from '../../lib/extensions/permessage-deflate/options.js'
+import { validateDeflateOptions } from '../../lib/plugin/options.js'
 import { Limiter, getLimiter } from '../../lib/extensions/permessage-deflate/limiter.js'
 
 type Opts = Required<PerMessageDeflateOptions>
