@@ -6,9 +6,9 @@ import WsClient from 'ws'
 import type { FastifyInstance } from 'fastify'
 import type { WebSocket, WebSocketPluginOptions } from '../../lib/index.js'
 import {
-  buildApp, listen, RawWs, frame, handshakeText, rawRequest, delay, waitFor, within, guardUnhandled, settledMemory,
+  buildApp, listen, RawWs, frame, handshake, rawHttp, delay, waitFor, within, guardUnhandled, settledMemory,
   PeakSampler, mib, MiB, type LogCapture
-} from '../helpers/hostile-helpers.js'
+} from '../helpers/index.js'
 
 interface Tracked {
   socket: WebSocket
@@ -92,7 +92,7 @@ async function slowHookServer (t: Test): Promise<Server & { hook: { started: num
 function vanish (port: number, act: (socket: Socket) => void, ms: number): Socket {
   const socket = connect({ host: '127.0.0.1', port })
   socket.on('error', () => {})
-  socket.write(handshakeText('/slow', port))
+  socket.write(handshake('/slow', port))
   setTimeout(() => act(socket), ms)
   return socket
 }
@@ -366,12 +366,12 @@ t.test('maxConnections at plugin and route level: past it, 503 with a reason; a 
     app.get('/ws', { websocket: true }, (socket) => { track(socket) })
   })
   const first = await RawWs.connect(s.port, '/limited')
-  const refused = await rawRequest(s.port, handshakeText('/limited', s.port))
+  const refused = await rawHttp(s.port, handshake('/limited', s.port), { tolerateReset: true })
   t.equal(refused.status, 503, 'route limit: 503')
   t.match(refused.body, /maxConnections/, 'with a reason naming the option')
   const a = await RawWs.connect(s.port, '/ws')
   const b = await RawWs.connect(s.port, '/ws')
-  const overPlugin = await rawRequest(s.port, handshakeText('/ws', s.port))
+  const overPlugin = await rawHttp(s.port, handshake('/ws', s.port), { tolerateReset: true })
   t.equal(overPlugin.status, 503, 'plugin limit (3 open): 503')
   t.match(overPlugin.body, /Too many WebSocket connections/)
   // Free a slot on each level.
