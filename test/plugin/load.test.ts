@@ -7,7 +7,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import {
   buildApp, listen, RawWs, envInt, settledMemory, handleCounts, waitFor, within, guardUnhandled, delay, mib, MiB
-} from '../helpers/hostile-helpers.js'
+} from '../helpers/index.js'
 
 const IDLE = envInt('FST_WS_LOAD_CONNECTIONS', 2000)
 const ECHO_CLIENTS = envInt('FST_WS_ECHO_CLIENTS', 200)
