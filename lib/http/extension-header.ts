@@ -7,8 +7,11 @@
  *
  * A quoted value must be a token once unescaped (RFC 6455 §9.1). Empty list elements are ignored (RFC 7230 §7).
  * The parser is a single left-to-right scan over char codes: no regular expressions, no backtracking, and hard
- * caps on input size, offers and parameters, so a hostile header costs at most one pass over 8 KiB.
+ * caps on input size, offers and parameters, so a hostile header costs at most one pass over 8 KiB. The token
+ * grammar (tchar) is the one of tokens.ts; the list scanner there does not fit this grammar, whose elements hold
+ * parameters and quoted strings that may contain commas.
  */
+import { isTchar, isToken } from './tokens.js'
 
 /** Parameter name -> value; `true` when the parameter was present without a value. */
 export type ExtensionParams = Map<string, string | true>
@@ -28,13 +31,6 @@ export const MAX_EXTENSION_OFFERS = 64
 /** Refuse headers with more parameters than this, counted over all elements. */
 export const MAX_EXTENSION_PARAMS = 128
 
-// tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-const TCHAR = new Uint8Array(128)
-for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1
-for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1
-for (const ch of "!#$%&'*+-.^_`|~") TCHAR[ch.charCodeAt(0)] = 1
-
 const SP = 0x20
 const HTAB = 0x09
 const COMMA = 0x2c
@@ -42,19 +38,6 @@ const SEMICOLON = 0x3b
 const EQUALS = 0x3d
 const DQUOTE = 0x22
 const BACKSLASH = 0x5c
-
-function isTchar (c: number): boolean {
-  return c < 128 && TCHAR[c] === 1
-}
-
-/** True if `s` is a non-empty RFC 7230 token. */
-export function isToken (s: string): boolean {
-  if (s.length === 0) return false
-  for (let i = 0; i < s.length; i++) {
-    if (!isTchar(s.charCodeAt(i))) return false
-  }
-  return true
-}
 
 /**
  * Parse a Sec-WebSocket-Extensions header (a string, or the values of repeated header lines, which are joined as

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { WS_GUID } from '../protocol/constants.js'
+import { listIncludes } from './tokens.js'
 
 export interface Rejection {
   status: number
@@ -14,18 +15,9 @@ export interface Rejection {
 /** base64 of exactly 16 bytes: 22 significant characters and "==". */
 const KEY_PATTERN = /^[A-Za-z0-9+/]{22}==$/
 
-/** Whether a comma-separated header contains `token` (case-insensitive), without building arrays. */
+/** Whether a comma-separated header contains `token` (given in lower case; matched case-insensitively). */
 export function hasToken (value: string | undefined, token: string): boolean {
-  if (value === undefined) return false
-  const lower = value.toLowerCase()
-  let start = 0
-  while (start <= lower.length) {
-    let end = lower.indexOf(',', start)
-    if (end === -1) end = lower.length
-    if (lower.slice(start, end).trim() === token) return true
-    start = end + 1
-  }
-  return false
+  return value !== undefined && listIncludes(value.toLowerCase(), token)
 }
 
 /** Validate a client handshake. Returns the Sec-WebSocket-Key, or why it is refused. */

@@ -3,7 +3,7 @@
  * offer and pick the server's preferred protocol among them.
  */
 
-import { isToken } from './extension-header.js'
+import { elementText, isToken, listCursor, nextElement } from './tokens.js'
 
 /** Upper bounds that keep parsing cheap on hostile input. */
 const MAX_PROTOCOLS = 64
@@ -12,20 +12,16 @@ const MAX_HEADER_LENGTH = 4096
 /**
  * Parse the offered protocols (repeated headers are joined by Node with ', '; empty list elements are skipped).
  * Returns the list (possibly empty), or null if the header is malformed or too large.
- * Linear in the header length: one pass over commas, no backtracking.
+ * Linear in the header length: one pass of the list scanner (tokens.ts), no backtracking.
  */
 export function parseProtocols (header: string | string[] | undefined): string[] | null {
   if (header === undefined) return []
   const value = Array.isArray(header) ? header.join(',') : header
   if (value.length > MAX_HEADER_LENGTH) return null
   const out: string[] = []
-  let start = 0
-  while (start <= value.length) {
-    let end = value.indexOf(',', start)
-    if (end === -1) end = value.length
-    const item = value.slice(start, end).trim()
-    start = end + 1
-    if (item === '') continue // empty list elements are ignored (RFC 7230 §7)
+  const cursor = listCursor(value)
+  while (nextElement(cursor)) {
+    const item = elementText(cursor)
     if (!isToken(item) || out.includes(item)) return null
     if (out.length === MAX_PROTOCOLS) return null
     out.push(item)

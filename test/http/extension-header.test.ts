@@ -1,6 +1,6 @@
 import t from 'tap'
 import {
-  parseExtensions, formatExtension, isToken, type ExtensionOffer,
+  parseExtensions, formatExtension, type ExtensionOffer,
   MAX_EXTENSIONS_HEADER_LENGTH, MAX_EXTENSION_OFFERS, MAX_EXTENSION_PARAMS
 } from '../../lib/http/extension-header.js'
 
@@ -171,11 +171,4 @@ t.test('format then parse round-trips', async (t) => {
   const params = new Map<string, string | true>([['a', true], ['b', '15'], ['c', "x!#$%&'*+-.^_`|~"]])
   const parsed = parseExtensions(formatExtension('ext', params) + ', ' + formatExtension('other', new Map()))
   t.same(plain(parsed), [{ name: 'ext', params: Object.fromEntries(params) }, { name: 'other', params: {} }])
-})
-
-t.test('isToken', async (t) => {
-  t.equal(isToken('abc'), true)
-  t.equal(isToken(''), false)
-  t.equal(isToken('a b'), false)
-  t.equal(isToken('ä'), false)
 })

@@ -5,7 +5,7 @@ import { connect } from 'node:net'
 import { parseProtocols, pickProtocol } from '../../lib/http/subprotocol.js'
 import { isToken } from '../../lib/http/extension-header.js'
 import type { HandshakeRejectedError } from '../../lib/index.js'
-import { buildApp, listen, handshake, rawHttp, openWs, within } from '../helpers/core-helpers.js'
+import { buildApp, listen, handshake, rawHttp, openWs, within } from '../helpers/index.js'
 
 t.test('parseProtocols', async (t) => {
   t.same(parseProtocols(undefined), [])
@@ -62,23 +62,23 @@ t.test('over TCP', async (t) => {
 
   t.test("the server's first protocol that the client offered wins", async (t) => {
     const a = await openWs(t, port, '/chat', { 'Sec-WebSocket-Protocol': 'chat, superchat' })
-    t.equal(a.response.headers['sec-websocket-protocol'], 'superchat')
-    t.equal((await a.reader.next()).payload.toString(), 'protocol=superchat', 'socket.protocol')
+    t.equal(a.responseHeaders['sec-websocket-protocol'], 'superchat')
+    t.equal((await a.nextFrame()).payload.toString(), 'protocol=superchat', 'socket.protocol')
     const b = await openWs(t, port, '/chat', { 'Sec-WebSocket-Protocol': 'other, chat' })
-    t.equal(b.response.headers['sec-websocket-protocol'], 'chat')
+    t.equal(b.responseHeaders['sec-websocket-protocol'], 'chat')
   })
 
   t.test('repeated headers, commas and spaces', async (t) => {
     const a = await openWs(t, port, '/chat', { 'Sec-WebSocket-Protocol': ['other', 'chat'] })
-    t.equal(a.response.headers['sec-websocket-protocol'], 'chat', 'offer spread over two headers')
+    t.equal(a.responseHeaders['sec-websocket-protocol'], 'chat', 'offer spread over two headers')
     const b = await openWs(t, port, '/chat', { 'Sec-WebSocket-Protocol': ' ,other ,, superchat , ' })
-    t.equal(b.response.headers['sec-websocket-protocol'], 'superchat')
+    t.equal(b.responseHeaders['sec-websocket-protocol'], 'superchat')
   })
 
   t.test('no offer: 101 without a protocol', async (t) => {
     const a = await openWs(t, port, '/chat')
-    t.equal(a.response.headers['sec-websocket-protocol'], undefined)
-    t.equal((await a.reader.next()).payload.toString(), 'protocol=')
+    t.equal(a.responseHeaders['sec-websocket-protocol'], undefined)
+    t.equal((await a.nextFrame()).payload.toString(), 'protocol=')
   })
 
   t.test('nothing acceptable: 400, unless protocolRequired: false', async (t) => {
@@ -89,19 +89,19 @@ t.test('over TCP', async (t) => {
     const none = await rawHttp(port, handshake('/none', port, { 'Sec-WebSocket-Protocol': 'mqtt' }))
     t.equal(none.status, 400, 'a route with no protocols refuses an offer by default')
     const a = await openWs(t, port, '/optional', { 'Sec-WebSocket-Protocol': 'mqtt' })
-    t.equal(a.response.headers['sec-websocket-protocol'], undefined, 'accepted without a protocol, none echoed')
-    t.equal((await a.reader.next()).payload.toString(), 'protocol=')
+    t.equal(a.responseHeaders['sec-websocket-protocol'], undefined, 'accepted without a protocol, none echoed')
+    t.equal((await a.nextFrame()).payload.toString(), 'protocol=')
   })
 
   t.test('selectProtocol decides, and can never echo an unoffered protocol', async (t) => {
     const a = await openWs(t, port, '/select?q=1', { 'Sec-WebSocket-Protocol': 'v1.json, v2.json, v2.cbor' })
-    t.equal(a.response.headers['sec-websocket-protocol'], 'v2.json')
+    t.equal(a.responseHeaders['sec-websocket-protocol'], 'v2.json')
     t.same(selected, [{ offered: ['v1.json', 'v2.json', 'v2.cbor'], url: '/select?q=1' }])
     const r = await rawHttp(port, handshake('/select', port, { 'Sec-WebSocket-Protocol': 'v1.json' }))
     t.equal(r.status, 400, "selectProtocol returned '': refused while protocolRequired")
     const b = await openWs(t, port, '/select-liar', { 'Sec-WebSocket-Protocol': 'chat' })
-    t.equal(b.response.headers['sec-websocket-protocol'], undefined, 'an unoffered choice is dropped')
-    t.equal((await b.reader.next()).payload.toString(), 'protocol=')
+    t.equal(b.responseHeaders['sec-websocket-protocol'], undefined, 'an unoffered choice is dropped')
+    t.equal((await b.nextFrame()).payload.toString(), 'protocol=')
     const c = await rawHttp(port, handshake('/select-liar-required', port, { 'Sec-WebSocket-Protocol': 'chat' }))
     t.equal(c.status, 400)
   })
@@ -116,16 +116,16 @@ t.test('over TCP', async (t) => {
 
   t.test('hostile headers are answered, never hang', async (t) => {
     // 64 KiB of commas is over Node's header limit: answered by Node's parser (431) before any routing.
-    const huge = await rawHttp(port, handshake('/chat', port, { 'Sec-WebSocket-Protocol': ','.repeat(64 * 1024) }), 5000)
+    const huge = await rawHttp(port, handshake('/chat', port, { 'Sec-WebSocket-Protocol': ','.repeat(64 * 1024) }), { ms: 5000 })
     t.ok(huge.status >= 400 && huge.status < 500, `answered with ${huge.status}`)
     // Just under Node's limit, our parser sees it: refused.
     for (const value of [','.repeat(12 * 1024), 'a,'.repeat(6 * 1024), 'chat,' + ' '.repeat(12 * 1024) + 'x']) {
-      const r = await rawHttp(port, handshake('/chat', port, { 'Sec-WebSocket-Protocol': value }), 5000)
+      const r = await rawHttp(port, handshake('/chat', port, { 'Sec-WebSocket-Protocol': value }), { ms: 5000 })
       t.equal(r.status, 400)
     }
     // Leading whitespace of a header value is not part of it (Node strips it).
     const padded = await openWs(t, port, '/chat', { 'Sec-WebSocket-Protocol': ' '.repeat(12 * 1024) + 'chat' })
-    t.equal(padded.response.headers['sec-websocket-protocol'], 'chat')
+    t.equal(padded.responseHeaders['sec-websocket-protocol'], 'chat')
   })
 
   t.test('a slow client sending a big header is still answered', async (t) => {
