@@ -1,27 +1,32 @@
 /**
- * The connection state machine: owns the byte stream, the frame parser and
- * writer, and drives the close handshake (RFC 6455 §7), ping/pong, the
- * heartbeat, the close timer and backpressure in both directions. It knows
- * nothing of the public API: it reports to a ConnectionHost (the WebSocket).
+ * The connection state machine: owns the byte stream, the frame parser and writer, and drives the close
+ * handshake (RFC 6455 §7), ping/pong, the heartbeat and the close timer. It is the one owner of every queue's
+ * backpressure: outbound bytes (sent and waiting for compression), messages held for a consumer that is not
+ * consuming, and input waiting while a message inflates. Reading from the peer pauses while any of them is over
+ * its bound and resumes when none is.
+ *
+ * It knows nothing of the public API: it reports to its owner (the WebSocket) through a table of hook
+ * functions shared by every connection, so no connection carries closures of its own.
  */
 import type { Duplex } from 'node:stream'
 import { CLOSED, CLOSING, OPEN, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, EMPTY_BUFFER } from './constants.js'
 import { Receiver, type ReceiverHost } from './receiver.js'
 import { Sender, type WriteCallback } from './sender.js'
+import { HeldMessages, type HeldMessage } from './held-messages.js'
 import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
-import {
-  FST_WS_PROTOCOL_ERROR, FST_WS_INVALID_UTF8, FST_WS_MESSAGE_TOO_BIG, FST_WS_DEFLATE_ERROR,
-  FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT, type WebSocketError
-} from '../errors.js'
+import { FST_WS_DEFLATE_ERROR, FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT, type ClosingError } from '../errors.js'
 import { closingError } from './closing-error.js'
 
-export interface ConnectionHost {
-  _onMessage (data: Buffer, isBinary: boolean): void
-  _onPing (data: Buffer): void
-  _onPong (data: Buffer): void
-  _onError (err: WebSocketError): void
-  _onDrain (): void
-  _onClose (code: number, reason: string): void
+/** What a connection reports, as functions of its owner (one table for all connections of a kind). */
+export interface ConnectionHooks<Owner> {
+  message (owner: Owner, data: Buffer, isBinary: boolean): void
+  ping (owner: Owner, data: Buffer): void
+  pong (owner: Owner, data: Buffer): void
+  /** The connection failed (protocol violation, limit, heartbeat): it is already closing. */
+  error (owner: Owner, err: ClosingError): void
+  drain (owner: Owner): void
+  /** Exactly once, when the TCP connection is gone. */
+  close (owner: Owner, code: number, reason: string): void
 }
 
 export interface HeartbeatOptions {
@@ -31,6 +36,7 @@ export interface HeartbeatOptions {
   timeout: number
 }
 
+/** Limits and role; one object shared by every connection of a route. */
 export interface ConnectionOptions {
   isServer: boolean
   maxPayload: number
@@ -38,29 +44,28 @@ export interface ConnectionOptions {
   sendHighWaterMark: number
   maxBufferedAmount: number
   drainTimeout: number
+  /** Bytes of held messages, and of input waiting behind an inflating message, before reading pauses. */
+  inboundHighWaterMark: number
   heartbeat: HeartbeatOptions | null
   deflate: PerMessageDeflate | null
 }
 
 /** Reasons reading from the socket is paused; reading resumes when none is left. */
-export const PAUSE_INBOUND = 1
-export const PAUSE_OUTBOUND = 2
+const PAUSE_HELD = 1
+const PAUSE_OUTBOUND = 2
+const PAUSE_BACKLOG = 4
 
-const PROTOCOL_ERRORS: Record<string, (message: string) => Error> = {
-  FST_WS_PROTOCOL_ERROR: (m) => new FST_WS_PROTOCOL_ERROR(m),
-  FST_WS_INVALID_UTF8: (m) => new FST_WS_INVALID_UTF8(m),
-  FST_WS_MESSAGE_TOO_BIG: (m) => new FST_WS_MESSAGE_TOO_BIG(m),
-  FST_WS_DEFLATE_ERROR: (m) => new FST_WS_DEFLATE_ERROR(m)
-}
-
-export class Connection implements ReceiverHost {
+export class Connection<Owner = unknown> implements ReceiverHost {
   readonly socket: Duplex
-  readonly receiver: Receiver
-  readonly sender: Sender
   readyState: number = OPEN
-  private readonly host: ConnectionHost
+  private readonly receiver: Receiver
+  private readonly sender: Sender
+  private readonly owner: Owner
+  private readonly hooks: ConnectionHooks<Owner>
   /** Shared by every socket of a route: one pointer instead of a copy of each limit. */
   private readonly options: ConnectionOptions
+  private readonly deflate: PerMessageDeflate | null
+  private held: HeldMessages | null = null
   private closeSent = false
   private closeReceived = false
   private closeCode = 1006
@@ -72,16 +77,22 @@ export class Connection implements ReceiverHost {
   private awaitingPong = false
   private active = false
   private closedEmitted = false
+  /** The peer half-closed while a message was still inflating: finish once the parser has caught up. */
+  private peerEnded = false
+  private ending = false
 
-  constructor (socket: Duplex, host: ConnectionHost, options: ConnectionOptions) {
+  constructor (socket: Duplex, owner: Owner, hooks: ConnectionHooks<Owner>, options: ConnectionOptions) {
+    const deflate = options.deflate
     this.socket = socket
-    this.host = host
+    this.owner = owner
+    this.hooks = hooks
     this.options = options
-    this.receiver = new Receiver(this, options)
-    this.sender = new Sender(socket, !options.isServer, this, options.deflate)
+    this.deflate = deflate
+    this.receiver = new Receiver(this, { isServer: options.isServer, maxPayload: options.maxPayload, deflate })
+    this.sender = new Sender(socket, !options.isServer, this, deflate)
   }
 
-  /** Start reading: `head` holds bytes that arrived with the handshake. */
+  /** Start reading: `head` holds bytes that arrived with the handshake (parsed now, not kept). */
   start (head: Buffer | null): void {
     const socket = this.socket as OwnedSocket
     // Shared listener functions find their connection through the socket: no closures per connection.
@@ -97,6 +108,7 @@ export class Connection implements ReceiverHost {
     else if (socket.readableEnded) queueMicrotask(() => this.onEnd())
   }
 
+  /** Bytes accepted for sending and not yet handed to the OS (including messages waiting for compression). */
   get bufferedAmount (): number {
     return this.socket.writableLength + this.sender.pendingBytes
   }
@@ -107,9 +119,30 @@ export class Connection implements ReceiverHost {
     this.receiver.push(chunk)
   }
 
+  // ---- held messages ----
+  /** Keep a message for a consumer that is not consuming yet; reading pauses past inboundHighWaterMark. */
+  hold (data: Buffer, isBinary: boolean): void {
+    const held = this.held ?? (this.held = new HeldMessages())
+    held.push(data, isBinary)
+    if (held.bytes > this.options.inboundHighWaterMark) this.pause(PAUSE_HELD)
+  }
+
+  /** The oldest held message, if any; reading resumes once half of the bound is free again. */
+  takeHeld (): HeldMessage | undefined {
+    const held = this.held
+    if (held === null) return undefined
+    const item = held.shift()
+    if (item !== undefined && held.bytes <= this.options.inboundHighWaterMark / 2) this.resume(PAUSE_HELD)
+    return item
+  }
+
+  get heldCount (): number {
+    return this.held === null ? 0 : this.held.length
+  }
+
   // ---- ReceiverHost ----
   onMessage (data: Buffer, isBinary: boolean): void {
-    this.host._onMessage(data, isBinary)
+    this.hooks.message(this.owner, data, isBinary)
   }
 
   onPing (data: Buffer): void {
@@ -118,12 +151,12 @@ export class Connection implements ReceiverHost {
       // A ping flood from a peer that does not read its pongs is outbound pressure like any other.
       this.afterWrite()
     }
-    this.host._onPing(data)
+    this.hooks.ping(this.owner, data)
   }
 
   onPong (data: Buffer): void {
     this.awaitingPong = false
-    this.host._onPong(data)
+    this.hooks.pong(this.owner, data)
   }
 
   onCloseFrame (code: number, reason: string): void {
@@ -135,31 +168,63 @@ export class Connection implements ReceiverHost {
       this.sendClose(code === 1005 ? EMPTY_BUFFER : closePayload(code, ''))
     }
     this.readyState = CLOSING
-    if (this.options.isServer) this.endSocket()
+    // The server ends TCP first (§7.1.1); a client whose peer already ended (the FIN came in the same burst,
+    // behind a message that was inflating) ends too.
+    if (this.options.isServer || this.peerEnded) this.endSocket()
     this.armCloseTimer()
   }
 
-  onProtocolError (closeCode: number, code: string, message: string): void {
-    const make = PROTOCOL_ERRORS[code] ?? PROTOCOL_ERRORS.FST_WS_PROTOCOL_ERROR!
-    const err = closingError(make(message), closeCode) as WebSocketError
-    this.fail(closeCode, err)
+  onProtocolError (err: ClosingError): void {
+    this.fail(err)
+  }
+
+  onBacklog (bytes: number): void {
+    const limit = this.options.inboundHighWaterMark
+    if (bytes > limit) this.pause(PAUSE_BACKLOG)
+    else if (bytes <= limit / 2) this.resume(PAUSE_BACKLOG)
+    if (bytes === 0 && this.peerEnded && !this.receiver.busy) this.onEnd()
   }
 
   /** Fail the connection (§7.1.7): report, send a Close if none was sent, end TCP, destroy after closeTimeout. */
-  fail (closeCode: number, err: WebSocketError): void {
+  fail (err: ClosingError): void {
     if (this.readyState === CLOSED) return
     this.receiver.stop()
-    if (this.closeCode === 1006 && !this.closeReceived) this.closeCode = closeCode
+    if (this.closeCode === 1006 && !this.closeReceived) this.closeCode = err.closeCode
     // CLOSING before the error is reported: a listener's send() or close() must not go out ahead of our Close.
     const wasOpen = this.readyState === OPEN
     this.readyState = CLOSING
-    this.host._onError(err)
-    if (!this.closeSent && wasOpen) this.sendClose(closePayload(closeCode, ''))
+    this.hooks.error(this.owner, err)
+    if (!this.closeSent && wasOpen) this.sendClose(closePayload(err.closeCode, ''))
     this.endSocket()
     this.armCloseTimer()
   }
 
   // ---- actions from the public API ----
+  /** Send a whole text message from a string. Returns false when the caller should wait for 'drain'. */
+  sendText (text: string, cb?: WriteCallback): boolean {
+    this.sender.sendText(text, cb)
+    return this.afterWrite()
+  }
+
+  /** Send a whole data message (text or binary opcode). Returns false when the caller should wait for 'drain'. */
+  sendMessage (opcode: number, data: Buffer, cb?: WriteCallback): boolean {
+    this.sender.sendMessage(opcode, data, cb)
+    return this.afterWrite()
+  }
+
+  /** Write bytes that are already one whole frame (topic fan-out). Returns false when not open. */
+  writeFrame (frame: Buffer): boolean {
+    if (this.readyState !== OPEN) return false
+    this.sender.writeRaw(frame)
+    this.afterWrite()
+    return true
+  }
+
+  /** `cb` once everything sent so far (including messages waiting for compression) is handed to the OS. */
+  flush (cb: WriteCallback): void {
+    this.sender.flush(cb)
+  }
+
   close (code: number | undefined, reason: string): void {
     if (this.readyState !== OPEN) return
     this.readyState = CLOSING
@@ -176,14 +241,16 @@ export class Connection implements ReceiverHost {
 
   ping (data: Buffer, cb?: WriteCallback): void {
     this.sender.sendControl(OPCODE_PING, data, cb)
+    this.afterWrite()
   }
 
   pong (data: Buffer, cb?: WriteCallback): void {
     this.sender.sendControl(OPCODE_PONG, data, cb)
+    this.afterWrite()
   }
 
   /** After a write: apply the outbound policy. Returns whether the caller may keep sending. */
-  afterWrite (): boolean {
+  private afterWrite (): boolean {
     const buffered = this.bufferedAmount
     if (buffered <= this.options.sendHighWaterMark) return true
     // A single large send may pass the limit on a healthy socket; a socket already paused for not
@@ -203,25 +270,29 @@ export class Connection implements ReceiverHost {
     return false
   }
 
-  pause (reason: number): void {
+  private pause (reason: number): void {
     if (this.pauseReasons === 0) this.socket.pause()
     this.pauseReasons |= reason
   }
 
-  resume (reason: number): void {
+  private resume (reason: number): void {
     if ((this.pauseReasons & reason) === 0) return
     this.pauseReasons &= ~reason
     if (this.pauseReasons === 0 && this.readyState !== CLOSED) this.socket.resume()
   }
 
+  /** Whether reading from the peer is paused (for any reason). */
+  get paused (): boolean {
+    return this.pauseReasons !== 0
+  }
+
   private slowConsumer (): void {
     if (this.readyState !== OPEN) return
-    const err = closingError(new FST_WS_SLOW_CONSUMER(this.options.maxBufferedAmount), 1008) as WebSocketError
-    this.fail(1008, err)
+    this.fail(closingError(new FST_WS_SLOW_CONSUMER(this.options.maxBufferedAmount), 1008))
   }
 
   onSendError (err: Error): void {
-    this.fail(1011, closingError(new FST_WS_DEFLATE_ERROR(err.message), 1011) as WebSocketError)
+    this.fail(closingError(new FST_WS_DEFLATE_ERROR(err.message), 1011))
   }
 
   private sendClose (payload: Buffer): void {
@@ -229,9 +300,14 @@ export class Connection implements ReceiverHost {
     this.sender.sendControl(OPCODE_CLOSE, payload)
   }
 
-  /** Half-close our side once: ending an ended socket makes Node build an error (with its stack) for nothing. */
+  /**
+   * Half-close our side, once, after everything already sent (messages still being compressed, then our
+   * Close). Ending an ended socket makes Node build an error (with its stack) for nothing.
+   */
   private endSocket (): void {
-    if (!this.socket.writableEnded) this.socket.end()
+    if (this.ending) return
+    this.ending = true
+    this.sender.end()
   }
 
   private armCloseTimer (): void {
@@ -248,10 +324,16 @@ export class Connection implements ReceiverHost {
       }
       this.resume(PAUSE_OUTBOUND)
     }
-    this.host._onDrain()
+    this.hooks.drain(this.owner)
   }
 
   onEnd (): void {
+    // A message still inflating, and what came after it (perhaps the peer's Close), is processed first.
+    if (this.receiver.busy) {
+      this.peerEnded = true
+      return
+    }
+    this.peerEnded = false
     // The peer half-closed: finish our side too (http servers allow half-open sockets).
     if (this.readyState === OPEN) this.readyState = CLOSING
     this.receiver.stop()
@@ -276,8 +358,8 @@ export class Connection implements ReceiverHost {
     this.closeTimer = this.drainTimer = this.heartbeatTimer = null
     this.socket.removeListener('data', socketOnData)
     if (this.sender.hasQueued) this.sender.abort(new Error('WebSocket closed before the message was sent'))
-    if (this.options.deflate !== null) this.options.deflate.close()
-    this.host._onClose(this.closeCode, this.closeReason)
+    if (this.deflate !== null) this.deflate.close()
+    this.hooks.close(this.owner, this.closeCode, this.closeReason)
   }
 
   // ---- heartbeat ----
@@ -286,12 +368,11 @@ export class Connection implements ReceiverHost {
     this.heartbeatTimer.unref()
   }
 
-  private onHeartbeat (this: void, self: Connection): void {
+  private onHeartbeat (this: void, self: Connection<Owner>): void {
     const hb = self.options.heartbeat!
     if (self.readyState !== OPEN) return
     if (self.awaitingPong && !self.active) {
-      const err = closingError(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006) as WebSocketError
-      self.host._onError(err)
+      self.hooks.error(self.owner, closingError(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006))
       self.terminate()
       return
     }

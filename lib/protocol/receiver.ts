@@ -13,6 +13,8 @@ import { Utf8Stream } from './utf8.js'
 import { isUtf8 } from 'node:buffer'
 import { isValidReceivedCloseCode } from './close-codes.js'
 import type { PerMessageDeflate, InflateError } from '../extensions/permessage-deflate/codec.js'
+import { FST_WS_PROTOCOL_ERROR, FST_WS_INVALID_UTF8, FST_WS_MESSAGE_TOO_BIG, FST_WS_DEFLATE_ERROR, type ClosingError } from '../errors.js'
+import { closingError } from './closing-error.js'
 
 export interface ReceiverHost {
   onMessage (data: Buffer, isBinary: boolean): void
@@ -20,9 +22,18 @@ export interface ReceiverHost {
   onPong (data: Buffer): void
   /** The peer's Close frame: code 1005 when it carried no status. */
   onCloseFrame (code: number, reason: string): void
-  /** The peer broke the protocol: fail the connection with `closeCode`. */
-  onProtocolError (closeCode: number, code: string, message: string): void
+  /** The peer broke the protocol: fail the connection with `err.closeCode`. */
+  onProtocolError (err: ClosingError): void
+  /**
+   * Input waits while a message inflates: `bytes` is how much is waiting, reported as it grows and after each
+   * inflated message; 0 once the receiver has caught up (nothing inflating, nothing waiting), so the host can
+   * bound it and finish what it deferred.
+   */
+  onBacklog (bytes: number): void
 }
+
+/** The first allocation for a frame that spans chunks, unless the frame is smaller: grown as its bytes arrive. */
+const FIRST_PAYLOAD_ALLOCATION = 16 * 1024
 
 const HEADER = 0
 const PAYLOAD = 1
@@ -78,9 +89,12 @@ export class Receiver {
   private messageLength = 0
   /** Created on the first fragmented or chunk-spanning text message. */
   private utf8Stream: Utf8Stream | null = null
-  // permessage-deflate: input waits while a message inflates
+  // permessage-deflate: input waits, in arrival order, while a message inflates
   private inflating = false
-  private queued: Buffer[] = []
+  private queued: Array<Buffer | undefined> = []
+  /** Index of the first waiting chunk: taking one is O(1), so catching up is linear in the input. */
+  private queuedHead = 0
+  private queuedBytes = 0
   private readonly onInflated: ((err: InflateError | null, data: Buffer | null) => void) | null
 
   constructor (host: ReceiverHost, options: ReceiverOptions) {
@@ -102,6 +116,13 @@ export class Receiver {
     this.partial = null
     this.messageBuffer = null
     this.queued = []
+    this.queuedHead = 0
+    this.queuedBytes = 0
+  }
+
+  /** A message is inflating or input waits behind one. */
+  get busy (): boolean {
+    return this.inflating
   }
 
   get stopped (): boolean {
@@ -112,8 +133,14 @@ export class Receiver {
     if (this.state === STOPPED) return
     if (this.inflating) {
       this.queued.push(chunk)
+      this.queuedBytes += chunk.length
+      this.host.onBacklog(this.queuedBytes)
       return
     }
+    this.feed(chunk)
+  }
+
+  private feed (chunk: Buffer): void {
     if (this.leftover !== null) {
       chunk = Buffer.concat([this.leftover, chunk])
       this.leftover = null
@@ -128,9 +155,10 @@ export class Receiver {
       if (this.state === PAYLOAD) {
         // A frame spread over several chunks: unmask (and check text) piece by piece, so invalid
         // UTF-8 fails on the piece that carries it, not when the frame completes.
-        const partial = this.partial!
+        let partial = this.partial!
         const start = this.partialFilled
         const take = Math.min(this.payloadLength - start, len - off)
+        if (start + take > partial.length) partial = this.growPartial(start + take)
         chunk.copy(partial, start, off, off + take)
         off += take
         this.partialFilled = start + take
@@ -139,11 +167,12 @@ export class Receiver {
           applyMask(partial, rotatedMask(start & 3), start, start + take)
         }
         if (this.streamText && !this.utf8.write(partial, start, start + take)) {
-          return this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
+          return this.fail(closingError(new FST_WS_INVALID_UTF8('text message'), 1007))
         }
         if (this.partialFilled < this.payloadLength) return
         this.partial = null
         this.state = HEADER
+        // Complete: every allocation is capped at the announced length, so `partial` is exactly the payload.
         if (!this.frame(partial)) return this.park(chunk, off)
         continue
       }
@@ -173,14 +202,14 @@ export class Receiver {
       } else if (lengthCode === 127) {
         const high = chunk.readUInt32BE(p)
         if (high > 0x7fffffff) {
-          return this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'payload length has the most significant bit set')
+          return this.fail(closingError(new FST_WS_PROTOCOL_ERROR('payload length has the most significant bit set'), 1002))
         }
         payloadLength = high * 0x100000000 + chunk.readUInt32BE(p + 4)
         p += 8
       }
       if (this.opcode < 8) {
         if (payloadLength > this.maxPayload || this.messageLength + payloadLength > this.maxPayload) {
-          return this.fail(1009, 'FST_WS_MESSAGE_TOO_BIG', `message exceeds maxPayload (${this.maxPayload} bytes)`)
+          return this.fail(closingError(new FST_WS_MESSAGE_TOO_BIG(`message exceeds maxPayload (${this.maxPayload} bytes)`), 1009))
         }
       }
       if (masked) {
@@ -199,7 +228,9 @@ export class Receiver {
         if (!this.frame(payload)) return this.park(chunk, off)
         continue
       }
-      this.partial = Buffer.allocUnsafe(payloadLength)
+      // Reserve memory for the bytes that arrive, not for the length the header announces: a peer that announces
+      // maxPayload and then trickles (or stops) costs what it sent, grown geometrically as more comes.
+      this.partial = Buffer.allocUnsafe(Math.min(payloadLength, Math.max(FIRST_PAYLOAD_ALLOCATION, len - off)))
       this.partialFilled = 0
       this.state = PAYLOAD
       if (masked) this.maskKey = MASK.readUInt32BE(0)
@@ -211,9 +242,23 @@ export class Receiver {
     }
   }
 
-  /** Keep the unparsed rest of a chunk while a message inflates. */
+  /** Double the spanning frame's buffer (at most to its announced length), keeping what it holds. */
+  private growPartial (needed: number): Buffer {
+    const old = this.partial!
+    const grown = Buffer.allocUnsafe(Math.min(this.payloadLength, Math.max(needed, old.length * 2)))
+    old.copy(grown, 0, 0, this.partialFilled)
+    this.partial = grown
+    return grown
+  }
+
+  /** Keep the unparsed rest of a chunk, ahead of what waits already, while a message inflates. */
   private park (chunk: Buffer, off: number): void {
-    if (this.inflating && off < chunk.length) this.queued.push(chunk.subarray(off))
+    if (!this.inflating || off >= chunk.length) return
+    const rest = chunk.subarray(off)
+    if (this.queuedHead > 0) this.queued[--this.queuedHead] = rest
+    else this.queued.unshift(rest)
+    this.queuedBytes += rest.length
+    this.host.onBacklog(this.queuedBytes)
   }
 
   /** Header checks on the first byte, the mask bit and the length code. Returns false after failing. */
@@ -222,50 +267,50 @@ export class Receiver {
     const rsv1 = (b0 & 0x40) !== 0
     const opcode = b0 & 0x0f
     if ((b0 & 0x30) !== 0) {
-      this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'RSV2 or RSV3 set without a negotiated extension')
+      this.fail(closingError(new FST_WS_PROTOCOL_ERROR('RSV2 or RSV3 set without a negotiated extension'), 1002))
       return false
     }
     if (masked !== this.isServer) {
-      this.fail(1002, 'FST_WS_PROTOCOL_ERROR', this.isServer ? 'client frame is not masked' : 'server frame is masked')
+      this.fail(closingError(new FST_WS_PROTOCOL_ERROR(this.isServer ? 'client frame is not masked' : 'server frame is masked'), 1002))
       return false
     }
     if (opcode >= 8) {
       if (opcode > OPCODE_PONG) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', `reserved opcode 0x${opcode.toString(16)}`)
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR(`reserved opcode 0x${opcode.toString(16)}`), 1002))
         return false
       }
       if (!fin) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'fragmented control frame')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('fragmented control frame'), 1002))
         return false
       }
       if (lengthCode > 125) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'control frame payload over 125 bytes')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('control frame payload over 125 bytes'), 1002))
         return false
       }
       if (rsv1) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'RSV1 set on a control frame')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('RSV1 set on a control frame'), 1002))
         return false
       }
     } else if (opcode === OPCODE_CONTINUATION) {
       if (this.messageOpcode === 0) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'continuation frame without a message to continue')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('continuation frame without a message to continue'), 1002))
         return false
       }
       if (rsv1) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'RSV1 set on a continuation frame')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('RSV1 set on a continuation frame'), 1002))
         return false
       }
     } else if (opcode === OPCODE_TEXT || opcode === OPCODE_BINARY) {
       if (this.messageOpcode !== 0) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'new data frame inside an unfinished fragmented message')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('new data frame inside an unfinished fragmented message'), 1002))
         return false
       }
       if (rsv1 && this.deflate === null) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'RSV1 set without a negotiated extension')
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR('RSV1 set without a negotiated extension'), 1002))
         return false
       }
     } else {
-      this.fail(1002, 'FST_WS_PROTOCOL_ERROR', `reserved opcode 0x${opcode.toString(16)}`)
+      this.fail(closingError(new FST_WS_PROTOCOL_ERROR(`reserved opcode 0x${opcode.toString(16)}`), 1002))
       return false
     }
     this.fin = fin
@@ -286,7 +331,7 @@ export class Receiver {
       // First frame of a message.
       if (this.fin && !this.rsv1) {
         if (opcode === OPCODE_TEXT && !(checked ? this.utf8.end() : isUtf8(payload))) {
-          this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
+          this.fail(closingError(new FST_WS_INVALID_UTF8('text message'), 1007))
           return false
         }
         this.host.onMessage(payload, opcode === OPCODE_BINARY)
@@ -300,7 +345,7 @@ export class Receiver {
     if (payload.length > 0) {
       if (this.messageOpcode === OPCODE_TEXT && !this.messageCompressed && !checked &&
           !this.utf8.write(payload, 0, payload.length)) {
-        this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
+        this.fail(closingError(new FST_WS_INVALID_UTF8('text message'), 1007))
         return false
       }
       this.append(payload)
@@ -320,7 +365,7 @@ export class Receiver {
       return false
     }
     if (!isBinary && !this.utf8.end()) {
-      this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
+      this.fail(closingError(new FST_WS_INVALID_UTF8('text message'), 1007))
       return false
     }
     this.host.onMessage(data, isBinary)
@@ -347,25 +392,30 @@ export class Receiver {
     if (this.state === STOPPED) return
     if (err !== null || data === null) {
       const closeCode = err?.closeCode ?? 1007
-      this.fail(closeCode, closeCode === 1009 ? 'FST_WS_MESSAGE_TOO_BIG' : 'FST_WS_DEFLATE_ERROR',
-        err?.message ?? 'inflate failed')
+      const message = err?.message ?? 'inflate failed'
+      this.fail(closingError(closeCode === 1009 ? new FST_WS_MESSAGE_TOO_BIG(message) : new FST_WS_DEFLATE_ERROR(message), closeCode))
       return
     }
     const isBinary = this.opcode === OPCODE_BINARY
     if (!isBinary && !isUtf8(data)) {
-      this.fail(1007, 'FST_WS_INVALID_UTF8', 'text message')
+      this.fail(closingError(new FST_WS_INVALID_UTF8('text message'), 1007))
       return
     }
     this.host.onMessage(data, isBinary)
+    // Catch up on what arrived meanwhile, until the next compressed message starts inflating (or all is parsed).
     const queued = this.queued
-    this.queued = []
-    for (let i = 0; i < queued.length; i++) {
-      if (this.inflating) {
-        for (; i < queued.length; i++) this.queued.push(queued[i]!)
-        return
-      }
-      this.push(queued[i]!)
+    while (!this.inflating && this.state !== STOPPED && this.queuedHead < queued.length) {
+      const chunk = queued[this.queuedHead]!
+      queued[this.queuedHead++] = undefined
+      this.queuedBytes -= chunk.length
+      this.feed(chunk)
     }
+    if (this.state === STOPPED) return
+    if (this.queuedHead === queued.length) {
+      this.queued = []
+      this.queuedHead = 0
+    }
+    this.host.onBacklog(this.queuedBytes)
   }
 
   private control (opcode: number, payload: Buffer): boolean {
@@ -379,7 +429,7 @@ export class Receiver {
     }
     // OPCODE_CLOSE
     if (payload.length === 1) {
-      this.fail(1002, 'FST_WS_PROTOCOL_ERROR', 'close frame with a 1-byte payload')
+      this.fail(closingError(new FST_WS_PROTOCOL_ERROR('close frame with a 1-byte payload'), 1002))
       return false
     }
     let code = 1005
@@ -387,12 +437,12 @@ export class Receiver {
     if (payload.length >= 2) {
       code = payload.readUInt16BE(0)
       if (!isValidReceivedCloseCode(code)) {
-        this.fail(1002, 'FST_WS_PROTOCOL_ERROR', `invalid close code ${code}`)
+        this.fail(closingError(new FST_WS_PROTOCOL_ERROR(`invalid close code ${code}`), 1002))
         return false
       }
       const reasonBytes = payload.subarray(2)
       if (!isUtf8(reasonBytes)) {
-        this.fail(1007, 'FST_WS_INVALID_UTF8', 'close reason')
+        this.fail(closingError(new FST_WS_INVALID_UTF8('close reason'), 1007))
         return false
       }
       reason = reasonBytes.toString()
@@ -402,8 +452,8 @@ export class Receiver {
     return false
   }
 
-  private fail (closeCode: number, code: string, message: string): void {
+  private fail (err: ClosingError): void {
     this.stop()
-    this.host.onProtocolError(closeCode, code, message)
+    this.host.onProtocolError(err)
   }
 }

@@ -111,11 +111,12 @@ export interface SenderHost {
 const KIND_FRAME = 0
 const KIND_COMPRESS = 1
 const KIND_RAW = 2
+const KIND_END = 3
 
 interface QueuedMessage {
   opcode: number
   data: Buffer
-  /** 0: frame it; 1: compress and frame it; 2: already a whole frame */
+  /** 0: frame it; 1: compress and frame it; 2: already a whole frame; 3: end the socket */
   kind: number
   cb: WriteCallback | undefined
 }
@@ -142,7 +143,6 @@ export class Sender {
     this.onCompressed = deflate === null ? null : this.compressed.bind(this)
   }
 
-  /** Bytes accepted but not yet handed to the socket (waiting for compression). */
   /** Cork the socket until the next tick (once per tick). */
   private batch (): void {
     if (this.corked) return
@@ -162,6 +162,7 @@ export class Sender {
     return this.queue.length > 0
   }
 
+  /** Bytes accepted but not yet handed to the socket (waiting for compression). */
   get pendingBytes (): number {
     return this.queuedBytes
   }
@@ -223,6 +224,12 @@ export class Sender {
     else this.socket.write(EMPTY_BUFFER, cb)
   }
 
+  /** Half-close the socket after everything queued so far (messages waiting for compression included). */
+  end (): void {
+    if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_END, cb: undefined })
+    else if (!this.socket.writableEnded) this.socket.end()
+  }
+
   /** Write one frame now. */
   frame (opcode: number, data: Buffer, fin: boolean, rsv1: boolean, cb?: WriteCallback): boolean {
     cb = guarded(this.socket, cb)
@@ -263,7 +270,9 @@ export class Sender {
       this.queue.shift()
       this.queuedBytes -= item.data.length
       if (item.kind === KIND_RAW) this.socket.write(item.data, item.cb)
-      else this.frame(item.opcode, item.data, true, false, item.cb)
+      else if (item.kind === KIND_END) {
+        if (!this.socket.writableEnded) this.socket.end()
+      } else this.frame(item.opcode, item.data, true, false, item.cb)
     }
     this.compressing = false
   }
@@ -272,13 +281,23 @@ export class Sender {
     const item = this.queue.shift()
     if (item === undefined) return // aborted meanwhile
     this.queuedBytes -= item.data.length
+    /* c8 ignore start -- zlib fails to deflate only when out of memory */
     if (err !== null || data === null) {
       this.compressing = false
       const error = err ?? new Error('compression failed')
       if (item.cb !== undefined) item.cb(error)
+      // What waited behind it is not sent (the connection fails), but a requested end still happens.
+      const rest = this.queue
+      this.queue = []
+      this.queuedBytes = 0
+      for (const r of rest) {
+        if (r.kind === KIND_END) this.end()
+        else if (r.cb !== undefined) r.cb(error)
+      }
       if (this.host !== null) this.host.onSendError(error)
       return
     }
+    /* c8 ignore stop */
     this.frame(item.opcode, data, true, true, item.cb)
     this.next()
   }

@@ -1,19 +1,26 @@
 /**
- * The socket object handlers receive: a typed, ws-like API over a Connection.
- * It holds messages that arrive before anyone listens (no message is lost),
- * offers async iteration with inbound backpressure, and topics.
+ * The socket object handlers receive: a typed, ws-like API over a Connection. Messages that arrive before anyone
+ * consumes them are held by the connection (no message is lost) and delivered in order to the first 'message'
+ * listener or async iterator. A listener that throws, or returns a promise that rejects, closes the socket with
+ * 1011 and is logged: nothing a listener does can reach the process as an uncaught error.
+ *
+ * Everything the plugin needs beyond the public API (creating, starting, failing a socket, writing a ready-made
+ * frame) is reached through the functions exported at the bottom of this file, not through members: the class's
+ * published shape is the documented API only.
  */
-import { EventEmitter } from 'node:events'
+import { EventEmitter, captureRejectionSymbol } from 'node:events'
+import type { Duplex } from 'node:stream'
 import { CONNECTING, OPEN, CLOSING, CLOSED, OPCODE_BINARY, OPCODE_TEXT, EMPTY_BUFFER } from '../protocol/constants.js'
-import { Connection, PAUSE_INBOUND, type ConnectionOptions } from '../protocol/connection.js'
+import { Connection, type ConnectionHooks, type ConnectionOptions } from '../protocol/connection.js'
 import type { WriteCallback } from '../protocol/sender.js'
 import { isValidSendCloseCode } from '../protocol/close-codes.js'
+import { toBuffer, toBytes, type SendData } from './send-data.js'
 import {
-  FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_INVALID_DATA,
-  FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC, type WebSocketError
+  FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC,
+  type WebSocketError, type ClosingError
 } from '../errors.js'
-import type { Duplex } from 'node:stream'
 
+export type { SendData } from './send-data.js'
 export type ReadyState = typeof CONNECTING | typeof OPEN | typeof CLOSING | typeof CLOSED
 
 /** The events a WebSocket emits, with their listener arguments. */
@@ -30,8 +37,6 @@ export interface WebSocketEvents {
   drain: []
 }
 
-export type SendData = string | Buffer | ArrayBuffer | ArrayBufferView
-
 export interface SendOptions {
   /** Send as a binary message. Default: true for buffers, false for strings. */
   binary?: boolean
@@ -42,39 +47,38 @@ export type IteratedMessage = string | Buffer
 
 export interface SocketLog { warn (obj: object, msg: string): void, error (obj: object, msg: string): void }
 
-/** What the sockets of one route share: limits, topics, and who to tell when one closes. */
-export interface SocketContext {
-  inboundHighWaterMark: number
-  topics: TopicHub | null
-  /** Called once, when the socket has closed. */
-  release: ((socket: WebSocket) => void) | null
-}
-
+/** Where a socket's topic subscriptions go: called before the socket records a topic, so it may refuse it. */
 export interface TopicHub {
   subscribe (socket: WebSocket, topic: string): void
   unsubscribe (socket: WebSocket, topic: string): void
 }
 
-interface Held { data: Buffer, isBinary: boolean }
+/** What the sockets of one route share: topics, and who to tell when one closes. */
+export interface SocketContext {
+  topics: TopicHub | null
+  /** Called once, when the socket has closed. */
+  release: ((socket: WebSocket) => void) | null
+}
 
-/** What a held message counts for besides its payload, so that a flood of empty messages pauses reading too. */
-const HELD_MESSAGE_OVERHEAD = 64
-
-const emitMessage = EventEmitter.prototype.emit
-/** Shared by every socket until it first holds a message (never pushed to). */
-const NO_HELD: Held[] = []
+const emit = EventEmitter.prototype.emit
+const EMPTY_TOPICS: ReadonlySet<string> = new Set()
 
 /** A 'message' listener arrived: deliver what was held, once the caller has finished attaching. */
 function onNewListener (this: WebSocket, event: string | symbol): void {
-  if (event === 'message') this._scheduleFlush()
+  if (event === 'message') scheduleFlush(this)
 }
 
-function toBuffer (data: SendData): Buffer {
-  if (Buffer.isBuffer(data)) return data
-  if (data instanceof ArrayBuffer) return Buffer.from(data)
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  throw new FST_WS_INVALID_DATA(data === null ? 'null' : typeof data)
+function notOpen (state: number, cb: WriteCallback | undefined): false {
+  if (cb !== undefined) process.nextTick(cb, new FST_WS_NOT_OPEN(String(state)))
+  return false
 }
+
+// Set in the class's static block, where #private members are in reach.
+let hooks: ConnectionHooks<WebSocket>
+let connectionOf: (ws: WebSocket) => Connection<WebSocket>
+let create: (socket: Duplex, options: ConnectionOptions, protocol: string, extensions: string, ctx: SocketContext, log: SocketLog) => WebSocket
+let flushHeldOf: (ws: WebSocket) => void
+let failUser: (ws: WebSocket, err: unknown, what: string) => void
 
 export class WebSocket<Protocol extends string = string> extends EventEmitter<WebSocketEvents> {
   static readonly CONNECTING = CONNECTING
@@ -91,51 +95,52 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   readonly protocol: Protocol | ''
   /** The negotiated extensions, as sent in Sec-WebSocket-Extensions ('' when none). */
   readonly extensions: string
-  private readonly conn: Connection
-  private readonly ctx: SocketContext
-  private readonly log: SocketLog
-  private held: Held[] = NO_HELD
-  private heldBytes = 0
-  private iterating = false
-  private waiter: ((result: IteratorResult<IteratedMessage>) => void) | null = null
-  private subscribed: Set<string> | null = null
-  private closeInfo: [number, string] | null = null
+  readonly #conn: Connection<WebSocket>
+  readonly #ctx: SocketContext
+  readonly #log: SocketLog
+  #iterating = false
+  #waiter: ((result: IteratorResult<IteratedMessage>) => void) | null = null
+  #subscribed: Set<string> | null = null
+  #closed = false
 
-  /** @internal Sockets are created by the plugin (server role) or `injectWS` (client role). */
-  constructor (
-    socket: Duplex, options: ConnectionOptions, protocol: Protocol | '', extensions: string, ctx: SocketContext, log: SocketLog
-  ) {
-    super()
+  /** Sockets are created by the plugin (server role) and by `injectWS` (client role), never by hand. */
+  private constructor (socket: Duplex, options: ConnectionOptions, protocol: Protocol | '', extensions: string, ctx: SocketContext, log: SocketLog) {
+    super({ captureRejections: true })
     this.protocol = protocol
     this.extensions = extensions
-    this.ctx = ctx
-    this.log = log
-    this.conn = new Connection(socket, this, options)
+    this.#ctx = ctx
+    this.#log = log
+    this.#conn = new Connection<WebSocket>(socket, this as WebSocket, hooks, options)
     EventEmitter.prototype.on.call(this as EventEmitter, 'newListener', onNewListener)
   }
 
-  /** @internal */
-  _scheduleFlush (): void {
-    if (this.held.length > 0 && !this.iterating) queueMicrotask(() => this.flushHeld())
-  }
-
-  /** @internal */
-  _start (head: Buffer | null): void {
-    this.conn.start(head)
+  static {
+    hooks = {
+      message: (ws, data, isBinary) => ws.#onMessage(data, isBinary),
+      ping: (ws, data) => { if (ws.listenerCount('ping') > 0) ws.#emitSafely('ping', data) },
+      pong: (ws, data) => { if (ws.listenerCount('pong') > 0) ws.#emitSafely('pong', data) },
+      error: (ws, err) => ws.#onError(err),
+      drain: (ws) => { ws.#emitSafely('drain') },
+      close: (ws, code, reason) => ws.#onClose(code, reason)
+    }
+    connectionOf = (ws) => ws.#conn
+    create = (socket, options, protocol, extensions, ctx, log) => new WebSocket(socket, options, protocol, extensions, ctx, log)
+    flushHeldOf = (ws) => ws.#flushHeld()
+    failUser = (ws, err, what) => ws.#failFromUser(err, what)
   }
 
   get readyState (): ReadyState {
-    return this.conn.readyState as ReadyState
+    return this.#conn.readyState as ReadyState
   }
 
-  /** Bytes accepted by send() and not yet handed to the operating system. */
+  /** Bytes accepted by send() and not yet handed to the OS. */
   get bufferedAmount (): number {
-    return this.conn.bufferedAmount
+    return this.#conn.bufferedAmount
   }
 
   /** The raw stream under the socket (a net.Socket on a real connection). */
   get rawSocket (): Duplex {
-    return this.conn.socket
+    return this.#conn.socket
   }
 
   /**
@@ -148,42 +153,36 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       cb = options
       options = undefined
     }
-    const conn = this.conn
-    if (conn.readyState !== OPEN) {
-      const err = new FST_WS_NOT_OPEN(String(conn.readyState))
-      if (cb !== undefined) process.nextTick(cb, err)
-      return false
-    }
+    const conn = this.#conn
+    if (conn.readyState !== OPEN) return notOpen(conn.readyState, cb)
     const binary = options?.binary
     if (typeof data === 'string') {
-      if (binary === true) conn.sender.sendMessage(OPCODE_BINARY, Buffer.from(data), cb)
-      else conn.sender.sendText(data, cb)
-    } else {
-      conn.sender.sendMessage(binary === false ? OPCODE_TEXT : OPCODE_BINARY, toBuffer(data), cb)
+      return binary === true ? conn.sendMessage(OPCODE_BINARY, Buffer.from(data), cb) : conn.sendText(data, cb)
     }
-    return conn.afterWrite()
+    return conn.sendMessage(binary === false ? OPCODE_TEXT : OPCODE_BINARY, toBuffer(data), cb)
   }
 
   /** Resolves once everything sent so far has been handed to the OS; rejects if the socket closes first. */
   flush (): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.conn.readyState === CLOSED) {
+      const conn = this.#conn
+      if (conn.readyState === CLOSED) {
         reject(new FST_WS_NOT_OPEN(String(CLOSED)))
         return
       }
-      if (this.bufferedAmount === 0) {
+      if (conn.bufferedAmount === 0) {
         resolve()
         return
       }
-      const socket = this.conn.socket
+      const socket = conn.socket
       if (socket.writableEnded) {
         // Closing: nothing more may be written, wait for what is buffered to finish.
         socket.once('finish', () => resolve())
         socket.once('close', () => reject(new FST_WS_NOT_OPEN(String(CLOSED))))
         return
       }
-      // Through the sender, so that messages still waiting for compression are waited for too.
-      this.conn.sender.flush((err?: Error | null) => { if (err) reject(err); else resolve() })
+      // Through the connection, so that messages still waiting for compression are waited for too.
+      conn.flush((err?: Error | null) => { if (err) reject(err); else resolve() })
     })
   }
 
@@ -198,87 +197,85 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       const bytes = Buffer.byteLength(text)
       if (bytes > 123) throw new FST_WS_REASON_TOO_LONG(bytes)
     }
-    this.conn.close(code, text)
+    this.#conn.close(code, text)
   }
 
-  ping (data?: SendData, cb?: WriteCallback): void {
-    this.control(data, cb, true)
+  /**
+   * Send a ping (at most 125 bytes, else FST_WS_CONTROL_TOO_LARGE is thrown). Like send(), on a socket that is not
+   * open it sends nothing, returns false and reports FST_WS_NOT_OPEN to `cb`.
+   */
+  ping (data?: SendData, cb?: WriteCallback): boolean {
+    return this.#control(data, cb, true)
   }
 
-  pong (data?: SendData, cb?: WriteCallback): void {
-    this.control(data, cb, false)
+  /** Send an unsolicited pong; the same rules as ping(). */
+  pong (data?: SendData, cb?: WriteCallback): boolean {
+    return this.#control(data, cb, false)
   }
 
-  private control (data: SendData | undefined, cb: WriteCallback | undefined, ping: boolean): void {
-    const payload = data === undefined ? EMPTY_BUFFER : typeof data === 'string' ? Buffer.from(data) : toBuffer(data)
+  #control (data: SendData | undefined, cb: WriteCallback | undefined, ping: boolean): boolean {
+    const payload = data === undefined ? EMPTY_BUFFER : toBytes(data)
     if (payload.length > 125) throw new FST_WS_CONTROL_TOO_LARGE(payload.length)
-    if (this.conn.readyState !== OPEN) throw new FST_WS_NOT_OPEN(String(this.conn.readyState))
-    if (ping) this.conn.ping(payload, cb)
-    else this.conn.pong(payload, cb)
+    const conn = this.#conn
+    if (conn.readyState !== OPEN) return notOpen(conn.readyState, cb)
+    if (ping) conn.ping(payload, cb)
+    else conn.pong(payload, cb)
+    return true
   }
 
   /** Destroy the connection at once, without a closing handshake. */
   terminate (): void {
-    this.conn.terminate()
+    this.#conn.terminate()
   }
 
   // ---- topics ----
   get topics (): ReadonlySet<string> {
-    return this.subscribed ?? EMPTY_TOPICS
+    return this.#subscribed ?? EMPTY_TOPICS
   }
 
   subscribe (topic: string): void {
-    const hub = this.requireHub(topic)
+    const hub = this.#hub(topic)
     if (this.readyState !== OPEN) return
-    if (this.subscribed !== null && this.subscribed.has(topic)) return
+    if (this.#subscribed !== null && this.#subscribed.has(topic)) return
     // The hub first: it enforces the topic limits (and may throw) against the topics held so far.
     hub.subscribe(this, topic)
-    if (this.subscribed === null) this.subscribed = new Set()
-    this.subscribed.add(topic)
+    if (this.#subscribed === null) this.#subscribed = new Set()
+    this.#subscribed.add(topic)
   }
 
   unsubscribe (topic: string): void {
-    const hub = this.requireHub(topic)
-    if (this.subscribed === null || !this.subscribed.delete(topic)) return
+    const hub = this.#hub(topic)
+    if (this.#subscribed === null || !this.#subscribed.delete(topic)) return
     hub.unsubscribe(this, topic)
   }
 
   isSubscribed (topic: string): boolean {
-    return this.subscribed !== null && this.subscribed.has(topic)
+    return this.#subscribed !== null && this.#subscribed.has(topic)
   }
 
-  private requireHub (topic: string): TopicHub {
+  #hub (topic: string): TopicHub {
     if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
-    if (this.ctx.topics === null) throw new FST_WS_INVALID_TOPIC('topics are only available on server sockets')
-    return this.ctx.topics
-  }
-
-  /** @internal Write an already framed message (topic fan-out). Returns false when not written. */
-  _writeFrame (frame: Buffer): boolean {
-    const conn = this.conn
-    if (conn.readyState !== OPEN) return false
-    conn.sender.writeRaw(frame)
-    conn.afterWrite()
-    return true
+    if (this.#ctx.topics === null) throw new FST_WS_INVALID_TOPIC('topics are only available on server sockets')
+    return this.#ctx.topics
   }
 
   // ---- async iteration ----
   [Symbol.asyncIterator] (): AsyncIterableIterator<IteratedMessage> {
-    this.iterating = true
+    this.#iterating = true
     const next = (): Promise<IteratorResult<IteratedMessage>> => {
-      const item = this.takeHeld()
-      if (item !== undefined) return Promise.resolve({ value: item, done: false })
-      if (this.closeInfo !== null || !this.iterating) return Promise.resolve({ value: undefined, done: true })
-      return new Promise((resolve) => { this.waiter = resolve })
+      const item = this.#conn.takeHeld()
+      if (item !== undefined) return Promise.resolve({ value: item.isBinary ? item.data : item.data.toString(), done: false })
+      if (this.#closed || !this.#iterating) return Promise.resolve({ value: undefined, done: true })
+      return new Promise((resolve) => { this.#waiter = resolve })
     }
     const iterator: AsyncIterableIterator<IteratedMessage> = {
       next,
       return: (): Promise<IteratorResult<IteratedMessage>> => {
-        this.iterating = false
-        const waiter = this.waiter
-        this.waiter = null
+        this.#iterating = false
+        const waiter = this.#waiter
+        this.#waiter = null
         if (waiter !== null) waiter({ value: undefined, done: true })
-        if (this.listenerCount('message') > 0) this._scheduleFlush()
+        if (this.listenerCount('message') > 0) scheduleFlush(this)
         return Promise.resolve({ value: undefined, done: true })
       },
       [Symbol.asyncIterator]: () => iterator
@@ -286,107 +283,116 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     return iterator
   }
 
-  private takeHeld (): IteratedMessage | undefined {
-    const item = this.held.shift()
-    if (item === undefined) return undefined
-    this.release(item.data.length)
-    return item.isBinary ? item.data : item.data.toString()
-  }
-
-  // ---- ConnectionHost ----
-  /** @internal */
-  _onMessage (data: Buffer, isBinary: boolean): void {
-    if (this.iterating) {
-      const waiter = this.waiter
-      if (waiter !== null && this.held.length === 0) {
-        this.waiter = null
+  // ---- from the connection ----
+  #onMessage (data: Buffer, isBinary: boolean): void {
+    const conn = this.#conn
+    if (this.#iterating) {
+      const waiter = this.#waiter
+      if (waiter !== null && conn.heldCount === 0) {
+        this.#waiter = null
         waiter({ value: isBinary ? data : data.toString(), done: false })
         return
       }
-    } else if (this.held.length === 0 && this.listenerCount('message') > 0) {
-      this.deliver(data, isBinary)
+    } else if (conn.heldCount === 0 && this.listenerCount('message') > 0) {
+      this.#deliver(data, isBinary)
       return
     }
-    if (this.held === NO_HELD) this.held = []
-    this.held.push({ data, isBinary })
-    this.heldBytes += data.length + HELD_MESSAGE_OVERHEAD
-    if (this.heldBytes > this.ctx.inboundHighWaterMark) this.conn.pause(PAUSE_INBOUND)
+    conn.hold(data, isBinary)
   }
 
-  private deliver (data: Buffer, isBinary: boolean): void {
+  #deliver (data: Buffer, isBinary: boolean): void {
     try {
-      emitMessage.call(this, 'message', data, isBinary)
+      emit.call(this, 'message', data, isBinary)
     } catch (err) {
-      this._failFromUser(err, 'message listener threw')
+      this.#failFromUser(err, 'message listener threw')
     }
   }
 
-  private flushHeld (): void {
-    while (this.held.length > 0 && !this.iterating && this.listenerCount('message') > 0) {
-      const item = this.held.shift()!
-      this.release(item.data.length)
-      this.deliver(item.data, item.isBinary)
+  #flushHeld (): void {
+    const conn = this.#conn
+    while (conn.heldCount > 0 && !this.#iterating && this.listenerCount('message') > 0) {
+      const item = conn.takeHeld()!
+      this.#deliver(item.data, item.isBinary)
     }
   }
 
-  private release (bytes: number): void {
-    this.heldBytes -= bytes + HELD_MESSAGE_OVERHEAD
-    if (this.heldBytes <= this.ctx.inboundHighWaterMark / 2) this.conn.resume(PAUSE_INBOUND)
+  /** An event other than 'message' and 'error': a throwing listener is a failed listener, not a crash. */
+  #emitSafely (event: 'ping' | 'pong' | 'drain' | 'close', ...args: [Buffer] | [] | [number, string]): void {
+    try {
+      (emit as (this: WebSocket, event: string, ...args: unknown[]) => boolean).call(this, event, ...args)
+    } catch (err) {
+      this.#failFromUser(err, `${event} listener threw`)
+    }
   }
 
-  /** @internal A handler or listener failed: log it and close with 1011 (Internal Error). */
-  _failFromUser (err: unknown, what: string): void {
-    this.log.error({ err }, `WebSocket ${what}; closing with 1011`)
-    if (this.conn.readyState === OPEN) this.conn.close(1011, '')
+  /** A handler or listener failed: log it and close with 1011 (Internal Error). */
+  #failFromUser (err: unknown, what: string): void {
+    this.#log.error({ err }, `WebSocket ${what}; closing with 1011`)
+    if (this.#conn.readyState === OPEN) this.#conn.close(1011, '')
   }
 
-  /** @internal */
-  _onPing (data: Buffer): void {
-    if (this.listenerCount('ping') > 0) this.emit('ping', data)
-  }
-
-  /** @internal */
-  _onPong (data: Buffer): void {
-    if (this.listenerCount('pong') > 0) this.emit('pong', data)
-  }
-
-  /** @internal */
-  _onDrain (): void {
-    this.emit('drain')
-  }
-
-  /** @internal An error with no listener is logged, never thrown. */
-  _onError (err: WebSocketError): void {
+  /** An error with no listener is logged, never thrown. */
+  #onError (err: ClosingError): void {
     if (this.listenerCount('error') > 0) {
       try {
         this.emit('error', err)
       } catch (listenerErr) {
-        this.log.error({ err: listenerErr }, 'WebSocket error listener threw')
+        this.#log.error({ err: listenerErr }, 'WebSocket error listener threw')
       }
     } else {
-      this.log.warn({ err }, 'WebSocket connection failed')
+      this.#log.warn({ err }, 'WebSocket connection failed')
     }
   }
 
-  /** @internal */
-  _onClose (code: number, reason: string): void {
-    this.closeInfo = [code, reason]
-    if (this.ctx.release !== null) this.ctx.release(this)
-    if (this.subscribed !== null && this.ctx.topics !== null) {
-      for (const topic of this.subscribed) this.ctx.topics.unsubscribe(this, topic)
-      this.subscribed = null
+  #onClose (code: number, reason: string): void {
+    this.#closed = true
+    if (this.#ctx.release !== null) this.#ctx.release(this)
+    const topics = this.#subscribed
+    if (topics !== null && this.#ctx.topics !== null) {
+      this.#subscribed = null
+      for (const topic of topics) this.#ctx.topics.unsubscribe(this, topic)
     }
-    const waiter = this.waiter
-    if (waiter !== null && this.held.length === 0) {
-      this.waiter = null
+    const waiter = this.#waiter
+    if (waiter !== null && this.#conn.heldCount === 0) {
+      this.#waiter = null
       waiter({ value: undefined, done: true })
     }
-    try {
-      this.emit('close', code, reason)
-    } catch (err) {
-      this.log.error({ err }, 'WebSocket close listener threw')
-    }
+    this.#emitSafely('close', code, reason)
   }
 }
 
-const EMPTY_TOPICS: ReadonlySet<string> = new Set()
+// A listener that returns a rejected promise (captureRejections) fails like one that throws. On the prototype
+// rather than in the class body, so that the published type does not carry it.
+Object.defineProperty(WebSocket.prototype, captureRejectionSymbol, {
+  value: function onListenerRejected (this: WebSocket, err: unknown, event: string | symbol): void {
+    failUser(this, err, `${String(event)} listener rejected`)
+  }
+})
+
+function scheduleFlush (ws: WebSocket): void {
+  if (connectionOf(ws).heldCount > 0) queueMicrotask(() => flushHeldOf(ws))
+}
+
+// ---- the plugin's side of the socket (not re-exported by the package) ----
+
+/** Create a socket over an upgraded stream. It does not read until startWebSocket(). */
+export function openWebSocket<P extends string> (
+  socket: Duplex, options: ConnectionOptions, protocol: P | '', extensions: string, ctx: SocketContext, log: SocketLog
+): WebSocket<P> {
+  return create(socket, options, protocol, extensions, ctx, log) as WebSocket<P>
+}
+
+/** Start reading; `head` holds bytes that arrived with the handshake (parsed at once, not kept). */
+export function startWebSocket (ws: WebSocket<string>, head: Buffer | null): void {
+  connectionOf(ws as WebSocket).start(head)
+}
+
+/** A handler or listener outside the socket failed: log and close with 1011. */
+export function failFromUser (ws: WebSocket<string>, err: unknown, what: string): void {
+  failUser(ws as WebSocket, err, what)
+}
+
+/** Write an already framed message (topic fan-out). Returns false when the socket is not open. */
+export function writeFrame (ws: WebSocket<string>, frame: Buffer): boolean {
+  return connectionOf(ws as WebSocket).writeFrame(frame)
+}

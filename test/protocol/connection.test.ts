@@ -207,7 +207,14 @@ t.test('socket.ping() sends a ping; the pong comes back as an event', async (t) 
   t.throws(() => server.pong(Buffer.alloc(126)), { code: 'FST_WS_CONTROL_TOO_LARGE' })
   client.close(1000)
   await closeOf(server)
-  t.throws(() => server.ping(), { code: 'FST_WS_NOT_OPEN' })
+  // Like send(): after close nothing is thrown, false is returned and the callback gets FST_WS_NOT_OPEN.
+  const results: boolean[] = []
+  const errors = await Promise.all(['ping', 'pong'].map((kind) => new Promise<Error | null | undefined>((resolve) => {
+    results.push(kind === 'ping' ? server.ping('late', resolve) : server.pong('late', resolve))
+  })))
+  t.same(results, [false, false], 'ping() and pong() after close return false')
+  t.same(errors.map((e) => (e as { code?: string } | null | undefined)?.code), ['FST_WS_NOT_OPEN', 'FST_WS_NOT_OPEN'], 'and report FST_WS_NOT_OPEN to their callbacks')
+  t.throws(() => server.ping(Buffer.alloc(126)), { code: 'FST_WS_CONTROL_TOO_LARGE' }, 'an oversized payload is still a thrown API misuse')
 })
 
 t.test('terminate(): no Close frame, TCP destroyed, close event 1006', async (t) => {

@@ -8,6 +8,7 @@ import t, { type Test } from 'tap'
 import { isUtf8 } from 'node:buffer'
 import { deflateRawSync, constants as zlib } from 'node:zlib'
 import { Receiver, type ReceiverHost } from '../../lib/protocol/receiver.js'
+import type { ClosingError } from '../../lib/errors.js'
 import { PerMessageDeflate } from '../../lib/extensions/permessage-deflate/codec.js'
 import { validateDeflateOptions } from '../../lib/plugin/options.js'
 import { isValidReceivedCloseCode } from '../../lib/protocol/close-codes.js'
@@ -159,7 +160,10 @@ class Recorder implements ReceiverHost {
     this.terminal = true
   }
 
-  onProtocolError (closeCode: number, code: string): void {
+  onBacklog (): void {}
+
+  onProtocolError (err: ClosingError): void {
+    const { closeCode, code } = err
     if (![1002, 1007, 1009].includes(closeCode)) this.violations.push(`protocol error with close code ${closeCode}`)
     if (!/^FST_WS_/.test(code)) this.violations.push(`protocol error with code ${code}`)
     this.note(`error ${closeCode}`)

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { createDeflateRaw, deflateRawSync, constants as zlib } from 'node:zlib'
 import { Duplex } from 'node:stream'
 import { Receiver, type ReceiverHost } from '../../lib/protocol/receiver.js'
-import { Connection, type ConnectionHost } from '../../lib/protocol/connection.js'
+import { Connection, type ConnectionHooks } from '../../lib/protocol/connection.js'
 import type { WebSocketPluginOptions, WebSocketError } from '../../lib/index.js'
 import {
   buildApp, listen, RawWs, frame, closeFrame, settledMemory, PeakSampler, guardUnhandled, waitFor, delay, mib, MiB,
@@ -241,7 +241,8 @@ t.test('Receiver: invalid UTF-8 is reported on the fragment that makes it invali
           onPing: () => events.push('ping'),
           onPong: () => events.push('pong'),
           onCloseFrame: (code) => events.push(`close ${code}`),
-          onProtocolError: (closeCode) => events.push(`error ${closeCode}`)
+          onProtocolError: (err) => events.push(`error ${err.closeCode}`),
+          onBacklog: () => {}
         }
         const r = new Receiver(host, { isServer, maxPayload: 1024 })
         r.push(frame(0x1, payload.subarray(0, split), { fin: false, mask: isServer }))
@@ -379,13 +380,13 @@ t.test('deterministic: pongs owed to a peer that never reads are bounded by maxB
   // A stream whose writes never complete: every byte written stays in writableLength.
   const stalled = new Duplex({ read () {}, write (_chunk, _enc, _cb) { /* never completes */ }, highWaterMark: 16 })
   const events: string[] = []
-  const host: ConnectionHost = {
-    _onMessage: () => {}, _onPing: () => {}, _onPong: () => {}, _onDrain: () => {},
-    _onError: (err) => events.push(err.code), _onClose: (code) => events.push(`close ${code}`)
+  const hooks: ConnectionHooks<null> = {
+    message: () => {}, ping: () => {}, pong: () => {}, drain: () => {},
+    error: (_owner, err) => events.push(err.code), close: (_owner, code) => events.push(`close ${code}`)
   }
-  const conn = new Connection(stalled, host, {
+  const conn = new Connection(stalled, null, hooks, {
     isServer: true, maxPayload: MiB, closeTimeout: 100, sendHighWaterMark: 16 * 1024, maxBufferedAmount: 64 * 1024,
-    drainTimeout: 0, heartbeat: null, deflate: null
+    drainTimeout: 0, inboundHighWaterMark: MiB, heartbeat: null, deflate: null
   })
   conn.start(null)
   const ping = frame(0x9, Buffer.alloc(125, 1))

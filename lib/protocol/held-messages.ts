@@ -1,0 +1,54 @@
+/**
+ * Messages received and not yet consumed (no 'message' listener yet, an async iterator not pulling), in order.
+ * The connection owns this queue and its backpressure; this file owns what a held message really costs.
+ *
+ * A message straight from the parser is usually a view into the socket's read chunk (up to 64 KiB). Holding
+ * the view would keep the whole chunk alive for a 1-byte message, so a view that covers less than half of its
+ * backing memory is copied out when it is held, into memory of its own (not Node's shared 8 KiB pool, where one
+ * live byte would pin a slab): what the queue counts is then within 2x of what it retains.
+ */
+export interface HeldMessage {
+  data: Buffer
+  isBinary: boolean
+}
+
+/** What a held message counts for besides its payload (the queue entry and the Buffer object), measured. */
+export const HELD_MESSAGE_OVERHEAD = 128
+
+export class HeldMessages {
+  private items: Array<HeldMessage | undefined> = []
+  private head = 0
+  /** Payload bytes plus HELD_MESSAGE_OVERHEAD per message. */
+  bytes = 0
+
+  get length (): number {
+    return this.items.length - this.head
+  }
+
+  push (data: Buffer, isBinary: boolean): void {
+    if (data.length * 2 < data.buffer.byteLength) data = exactCopy(data)
+    this.items.push({ data, isBinary })
+    this.bytes += data.length + HELD_MESSAGE_OVERHEAD
+  }
+
+  shift (): HeldMessage | undefined {
+    if (this.head === this.items.length) return undefined
+    const item = this.items[this.head]!
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    this.bytes -= item.data.length + HELD_MESSAGE_OVERHEAD
+    return item
+  }
+}
+
+function exactCopy (data: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(data.length)
+  data.copy(copy)
+  return copy
+}
