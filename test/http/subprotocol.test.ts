@@ -3,7 +3,6 @@
 import t from 'tap'
 import { connect } from 'node:net'
 import { parseProtocols, pickProtocol } from '../../lib/http/subprotocol.js'
-import { isToken } from '../../lib/http/extension-header.js'
 import type { HandshakeRejectedError } from '../../lib/index.js'
 import { buildApp, listen, handshake, rawHttp, openWs, within } from '../helpers/index.js'
 
@@ -29,15 +28,11 @@ t.test('parseProtocols', async (t) => {
   t.equal(parseProtocols(','.repeat(64 * 1024)), null, '64 KiB of commas')
 })
 
-t.test('pickProtocol and isToken', async (t) => {
+t.test('pickProtocol', async (t) => {
   t.equal(pickProtocol(['b', 'a'], ['a', 'b']), 'b', 'server order wins')
   t.equal(pickProtocol(['a', 'b'], ['b', 'a']), 'a')
   t.equal(pickProtocol(['x'], ['a', 'b']), '')
   t.equal(pickProtocol([], ['a']), '')
-  t.equal(isToken('v1.chat'), true)
-  t.equal(isToken("!#$%&'*+-.^_`|~09AZaz"), true)
-  t.equal(isToken(''), false)
-  t.equal(isToken('a,b'), false)
 })
 
 t.test('over TCP', async (t) => {
