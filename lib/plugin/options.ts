@@ -31,6 +31,10 @@ export interface WebSocketLimits {
   maxConnections?: number
   /** permessage-deflate (RFC 7692). Default false. */
   perMessageDeflate?: boolean | PerMessageDeflateOptions
+  /** Topics one socket may be subscribed to at once; past it subscribe() throws FST_WS_TOPIC_LIMIT. Default 1000. */
+  maxTopicsPerSocket?: number
+  /** Longest topic name subscribe() accepts, in UTF-16 code units (`topic.length`); else FST_WS_TOPIC_LIMIT. Default 256. */
+  maxTopicLength?: number
 }
 
 /** Who may connect. */
@@ -81,6 +85,8 @@ export interface ResolvedOptions {
   maxConnections: number
   perMessageDeflate: Required<PerMessageDeflateOptions> | null
   handshakeTimeout: number
+  maxTopicsPerSocket: number
+  maxTopicLength: number
 }
 
 export const DEFAULTS: ResolvedOptions = {
@@ -99,12 +105,14 @@ export const DEFAULTS: ResolvedOptions = {
   heartbeat: null,
   maxConnections: Infinity,
   perMessageDeflate: null,
-  handshakeTimeout: 30_000
+  handshakeTimeout: 30_000,
+  maxTopicsPerSocket: 1000,
+  maxTopicLength: 256
 }
 
 const PLUGIN_KEYS = new Set(['origins', 'requireOrigin', 'ports', 'protocols', 'protocolRequired', 'maxPayload',
   'closeTimeout', 'sendHighWaterMark', 'maxBufferedAmount', 'drainTimeout', 'inboundHighWaterMark', 'heartbeat',
-  'maxConnections', 'perMessageDeflate', 'topics', 'handshakeTimeout'])
+  'maxConnections', 'perMessageDeflate', 'topics', 'handshakeTimeout', 'maxTopicsPerSocket', 'maxTopicLength'])
 const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol'])
 // Plugin-wide only: topics are shared, and the handshake timer runs before the route is known.
 ROUTE_KEYS.delete('topics')
@@ -188,6 +196,8 @@ export function resolveOptions (input: unknown, base: ResolvedOptions, where: st
   if (o.inboundHighWaterMark !== undefined) out.inboundHighWaterMark = positiveInt(o.inboundHighWaterMark, where + 'inboundHighWaterMark')
   if (o.handshakeTimeout !== undefined) out.handshakeTimeout = positiveInt(o.handshakeTimeout, where + 'handshakeTimeout', true)
   if (o.maxConnections !== undefined) out.maxConnections = positiveInt(o.maxConnections, where + 'maxConnections', false, true)
+  if (o.maxTopicsPerSocket !== undefined) out.maxTopicsPerSocket = positiveInt(o.maxTopicsPerSocket, where + 'maxTopicsPerSocket', false, true)
+  if (o.maxTopicLength !== undefined) out.maxTopicLength = positiveInt(o.maxTopicLength, where + 'maxTopicLength', false, true)
   if (o.heartbeat !== undefined) {
     const v = o.heartbeat
     if (v === false) out.heartbeat = null

@@ -10,6 +10,7 @@ import { resolveOptions } from './options.js'
 import { hasToken } from '../http/handshake.js'
 import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
+import { LimitedTopicHub } from './topic-hub.js'
 import type { SocketContext } from '../socket/websocket.js'
 
 interface WebSocketRouteFields {
@@ -40,7 +41,7 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
     const context: SocketContext = {
       inboundHighWaterMark: opts.inboundHighWaterMark,
-      topics: state.server.topics,
+      topics: new LimitedTopicHub(state.server.topics, opts), // the route's topic limits, in front of the plugin's broker
       release: (ws) => {
         state.server._clients.delete(ws)
         route.open--
