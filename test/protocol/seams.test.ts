@@ -221,3 +221,88 @@ test('a listener that returns a rejected promise closes the socket with 1011 lik
   t.ok(logs.lines.some((l) => l.level === 50 && JSON.stringify(l).includes('boom in an async close listener')), 'a rejected close listener is logged')
   t.same(guard.errors, [], 'no unhandled rejection, no uncaught exception')
 })
+
+test('inflate queue: a peer that vanishes mid-backlog closes 1006, and the zlib limiter keeps serving others', async (t) => {
+  const guard = guardUnhandled()
+  t.teardown(() => guard.stop())
+  const { app } = await buildApp({ perMessageDeflate: { threshold: 0 } })
+  t.teardown(() => app.close())
+  const closes: number[] = []
+  app.get('/d', { websocket: true }, (socket) => {
+    socket.on('message', (data) => { socket.send(data) })
+    socket.on('close', (code) => closes.push(code))
+  })
+  const port = await listen(app)
+  // Ten peers that each pipeline 200 compressed messages and reset the connection without reading a byte.
+  for (let i = 0; i < 10; i++) {
+    const ws = await RawWs.connect(port, '/d', { headers: DEFLATE })
+    const burst = Buffer.concat(Array.from({ length: 200 }, () => frame(0x2, storedMessage(Buffer.alloc(2000, i)), { rsv1: true })))
+    ws.socket.write(burst)
+    ws.socket.resetAndDestroy()
+  }
+  await waitFor(() => closes.length === 10, 5000, 'ten closes')
+  t.same(closes, Array(10).fill(1006), 'each closed 1006')
+  // The limiter's slots were released: a fresh client still gets its compressed echo.
+  const ws = await RawWs.connect(port, '/d', { headers: DEFLATE })
+  t.teardown(() => ws.destroy())
+  ws.write(frame(0x2, storedMessage(Buffer.from('still here')), { rsv1: true }))
+  const reply = await ws.nextMessage()
+  t.equal(reply.rsv1, true, 'echo compressed')
+  t.same(guard.errors, [], 'no uncaught error')
+})
+
+test('close → pending writes: a peer that vanishes while replies are compressing fails their callbacks, nothing leaks', async (t) => {
+  const guard = guardUnhandled()
+  t.teardown(() => guard.stop())
+  const { app } = await buildApp({ perMessageDeflate: { threshold: 0 } })
+  t.teardown(() => app.close())
+  const results: Array<string | null> = []
+  let closeCode = 0
+  app.get('/d', { websocket: true }, (socket) => {
+    socket.on('message', () => {
+      for (let i = 0; i < 50; i++) socket.send('y'.repeat(20_000), (err) => { results.push(err?.message ?? null) })
+      ;(socket.rawSocket as Socket).destroy()
+    })
+    socket.on('close', (code) => { closeCode = code })
+  })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/d', { headers: DEFLATE })
+  t.teardown(() => ws.destroy())
+  ws.send('go')
+  await waitFor(() => results.length === 50, 5000, 'every send callback')
+  t.equal(closeCode, 1006, 'closed 1006')
+  t.ok(results.every((r) => r !== null), 'no callback reported success for a message that was never written')
+  t.same(guard.errors, [], 'no uncaught error')
+})
+
+test('held messages and inflate backlog together: a consumer that never reads pauses the peer, then gets everything', async (t) => {
+  let server: WebSocket | null = null
+  const { app } = await buildApp({ perMessageDeflate: true, inboundHighWaterMark: 64 * 1024 })
+  t.teardown(() => app.close())
+  app.get('/d', { websocket: true }, (socket) => { server = socket })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/d', { headers: DEFLATE })
+  t.teardown(() => ws.destroy())
+  const COUNT = 2000
+  void writeAll(ws.socket, (function * () {
+    for (let i = 0; i < COUNT; i++) {
+      const payload = Buffer.alloc(1000, 0x62)
+      payload.writeUInt32BE(i, 0)
+      yield frame(0x2, storedMessage(payload), { rsv1: true })
+    }
+  })())
+  await waitFor(() => server !== null, 2000, 'handler')
+  let last = -1
+  await waitFor(() => {
+    const now = (server!.rawSocket as Socket).bytesRead
+    const settled = now === last
+    last = now
+    return settled
+  }, 10_000, 'reading to pause', 200)
+  // Held messages (up to 64 KiB) plus the backlog behind an inflating message (up to 64 KiB plus two reads).
+  t.ok(last < 512 * 1024, `the server read ${mib(last)} of ${mib(COUNT * 1000)} before it paused`)
+  const got: number[] = []
+  server!.on('message', (data) => got.push(data.readUInt32BE(0)))
+  await waitFor(() => got.length === COUNT, 20_000, 'everything delivered')
+  t.ok(got.every((n, i) => n === i), `all ${COUNT} delivered in order once a listener attached`)
+})
