@@ -5,7 +5,7 @@
  * the heartbeat.
  */
 import t from 'tap'
-import { RawClient, buildFrames, closePayload, startServer, once, within, delay } from '../helpers/engine-helpers.js'
+import { RawWs, frames, closePayload, startServer, once, within, delay, waitFor } from '../helpers/index.js'
 import type { WebSocket } from '../../lib/socket/websocket.js'
 import type { WebSocketError } from '../../lib/errors.js'
 
@@ -21,13 +21,13 @@ function closeOf (socket: WebSocket, ms = 3000): Promise<[number, string]> {
 t.test('peer closes: its code is echoed without the reason, then the server ends TCP', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   client.write({ opcode: CLOSE, payload: closePayload(4001, 'bye ✓') })
   const echo = await client.nextFrame(CLOSE)
   t.equal(echo.payload.toString('hex'), closePayload(4001).toString('hex'), 'the status code is echoed')
-  await client.waitFor(() => client.ended, 2000, 'the server to end TCP')
+  await waitFor(() => client.ended, 2000, 'the server to end TCP')
   t.pass('the server ended TCP first')
   t.same(await closed, [4001, 'bye ✓'], 'close event with the peer\'s code and reason')
   t.equal(socket.readyState, socket.CLOSED)
@@ -36,33 +36,33 @@ t.test('peer closes: its code is echoed without the reason, then the server ends
 t.test('peer closes without a status: an empty Close is echoed, close event 1005', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   client.write({ opcode: CLOSE })
   const echo = await client.nextFrame(CLOSE)
   t.equal(echo.payload.length, 0)
-  await client.waitFor(() => client.ended, 2000, 'end')
+  await waitFor(() => client.ended, 2000, 'end')
   t.same(await closed, [1005, ''])
 })
 
 t.test('data after the peer\'s Close is ignored, no pong after Close', async (t) => {
   const srv = await startServer({}, (s) => { s.on('message', () => t.fail('no message after Close')) })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   client.write([{ opcode: CLOSE, payload: closePayload(1000) }, { opcode: TEXT, payload: 'late' }, { opcode: PING, payload: 'p' }])
   await client.nextFrame(CLOSE)
   await closed
-  await client.waitFor(() => client.closed || client.ended, 2000, 'end')
+  await waitFor(() => client.tcpClosed || client.ended, 2000, 'end')
   t.equal(client.frames.filter((f) => f.opcode === PONG).length, 0, 'no pong')
 })
 
 t.test('server closes: Close sent with code and reason, CLOSING until the peer answers, then TCP ends', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   socket.close(1000, 'done')
@@ -76,14 +76,14 @@ t.test('server closes: Close sent with code and reason, CLOSING until the peer a
   t.equal(client.frames.filter((f) => f.opcode === CLOSE).length, 0, 'only one Close was sent')
   t.notOk(client.ended, 'the server waits for the answer before ending TCP')
   client.write({ opcode: CLOSE, payload: closePayload(1000) })
-  await client.waitFor(() => client.ended, 2000, 'the server to end TCP')
+  await waitFor(() => client.ended, 2000, 'the server to end TCP')
   t.same(await closed, [1000, ''])
 })
 
 t.test('a peer that never answers our Close is destroyed after closeTimeout', async (t) => {
   const srv = await startServer({ closeTimeout: 300 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   const start = Date.now()
@@ -94,13 +94,13 @@ t.test('a peer that never answers our Close is destroyed after closeTimeout', as
   t.equal(code, 1006, 'abnormal closure: no Close came back')
   t.ok(elapsed >= 250, `not before the timeout (${elapsed} ms)`)
   t.ok(elapsed < 2000, `soon after the timeout (${elapsed} ms)`)
-  await client.waitFor(() => client.closed, 2000, 'the TCP connection to be gone')
+  await waitFor(() => client.tcpClosed, 2000, 'the TCP connection to be gone')
 })
 
 t.test('a peer that ends TCP after our Close without answering: closed at once', async (t) => {
   const srv = await startServer({ closeTimeout: 5000 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket, 2000)
   socket.close(1000)
@@ -112,7 +112,7 @@ t.test('a peer that ends TCP after our Close without answering: closed at once',
 t.test('the peer drops TCP without a Close: close event 1006', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   client.socket.destroy()
@@ -165,7 +165,7 @@ t.test('close handshake through injectWS, both directions', async (t) => {
 t.test('ping is answered by a pong with the same payload; ping event', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const pings: string[] = []
   socket.on('ping', (d) => pings.push(d.toString('hex')))
@@ -182,7 +182,7 @@ t.test('ping is answered by a pong with the same payload; ping event', async (t)
 t.test('unsolicited pong is ignored (reported, not answered), the connection stays open', async (t) => {
   const srv = await startServer({}, (s) => { s.on('message', (d, isBinary) => s.send(d, { binary: isBinary })) })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const pongs = once<[Buffer]>(socket, 'pong')
   client.write({ opcode: PONG, payload: 'unasked' })
@@ -220,12 +220,12 @@ t.test('socket.ping() sends a ping; the pong comes back as an event', async (t) 
 t.test('terminate(): no Close frame, TCP destroyed, close event 1006', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const closed = closeOf(socket)
   socket.terminate()
   t.same(await closed, [1006, ''])
-  await client.waitFor(() => client.closed, 2000, 'the client to see TCP go')
+  await waitFor(() => client.tcpClosed, 2000, 'the client to see TCP go')
   t.equal(client.frames.length, 0, 'no Close frame was sent')
   socket.terminate()
   t.equal(socket.readyState, socket.CLOSED, 'a second terminate is harmless')
@@ -234,7 +234,7 @@ t.test('terminate(): no Close frame, TCP destroyed, close event 1006', async (t)
 t.test('protocol error: the server sends Close 1002, emits error, ends TCP', async (t) => {
   const srv = await startServer({})
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const error = once<[WebSocketError]>(socket, 'error')
   const closed = closeOf(socket)
@@ -244,7 +244,7 @@ t.test('protocol error: the server sends Close 1002, emits error, ends TCP', asy
   t.equal(err.closeCode, 1002)
   const frame = await client.nextFrame(CLOSE)
   t.equal(frame.payload.readUInt16BE(0), 1002)
-  await client.waitFor(() => client.ended, 2000, 'end')
+  await waitFor(() => client.ended, 2000, 'end')
   client.socket.end()
   t.equal((await closed)[0], 1002)
 })
@@ -257,7 +257,7 @@ t.test('invalid UTF-8 fails with 1007, oversized message with 1009', async (t) =
     [{ opcode: TEXT, payload: Buffer.from([0xed, 0xa0, 0x80]) }, 1007, 'FST_WS_INVALID_UTF8'],
     [{ opcode: 0x2, payload: Buffer.alloc(101) }, 1009, 'FST_WS_MESSAGE_TOO_BIG']
   ] as const) {
-    const client = await RawClient.connect(srv.port, '/ws')
+    const client = await RawWs.connect(srv.port, '/ws', { passive: true })
     const socket = await srv.socket(n++)
     const error = once<[WebSocketError]>(socket, 'error')
     client.write(frame)
@@ -272,7 +272,7 @@ t.test('invalid UTF-8 fails with 1007, oversized message with 1009', async (t) =
 t.test('heartbeat: a silent peer is pinged then terminated; an answering one stays', async (t) => {
   const srv = await startServer({ heartbeat: { interval: 100, timeout: 100 } })
   t.teardown(srv.close)
-  const silent = await RawClient.connect(srv.port, '/ws')
+  const silent = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket = await srv.socket()
   const error = once<[WebSocketError]>(socket, 'error', 3000)
   const closed = closeOf(socket)
@@ -281,7 +281,7 @@ t.test('heartbeat: a silent peer is pinged then terminated; an answering one sta
   t.equal(err.code, 'FST_WS_HEARTBEAT_TIMEOUT')
   t.equal((await closed)[0], 1006)
 
-  const lively = await RawClient.connect(srv.port, '/ws')
+  const lively = await RawWs.connect(srv.port, '/ws', { passive: true })
   const socket2 = await srv.socket(1)
   for (let i = 0; i < 3; i++) {
     const ping = await lively.nextFrame(PING, 2000)
@@ -314,7 +314,7 @@ t.test('an error listener that calls close() or send() cannot change the failure
     })
   })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   const server = await srv.socket()
   const closed = closeOf(server)
   client.socket.write(Buffer.from([0x81, 0x01, 0x61])) // unmasked: 1002
@@ -329,12 +329,12 @@ t.test('an error listener that calls close() or send() cannot change the failure
 t.test('automatic pongs count as outbound pressure: a ping flood from a peer that never reads pauses reading', async (t) => {
   const srv = await startServer({ sendHighWaterMark: 64 * 1024, maxBufferedAmount: 1024 * 1024, drainTimeout: 0 })
   t.teardown(srv.close)
-  const client = await RawClient.connect(srv.port, '/ws')
+  const client = await RawWs.connect(srv.port, '/ws', { passive: true })
   client.socket.pause()
   const server = await srv.socket()
   let peak = 0
   server.on('ping', () => { peak = Math.max(peak, server.bufferedAmount) })
-  const batch = Buffer.concat(Array.from({ length: 1000 }, () => buildFrames([{ opcode: PING, payload: Buffer.alloc(125, 1) }], true)))
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => frames([{ opcode: PING, payload: Buffer.alloc(125, 1) }])))
   for (let i = 0; i < 100 && !server.rawSocket.isPaused(); i++) {
     client.socket.write(batch)
     await delay(5)
