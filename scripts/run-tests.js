@@ -1,6 +1,7 @@
-// The test command: typecheck (including the type tests in types/), lint, tap with coverage
-// (fails under 95% of lines), then one plain closing line "N passed, N failed": tap's assertion
-// counts plus one for each of the typecheck, lint and coverage checks.
+// The test command: typecheck (including the type tests in types/), lint, the published-declarations
+// check (scripts/check-dts.js), tap with coverage (fails under 95% of lines), then one plain closing
+// line "N passed, N failed": tap's assertion counts plus one for each of the typecheck, lint,
+// declarations and coverage checks.
 import { spawnSync } from 'node:child_process'
 import { readFileSync, existsSync, rmSync } from 'node:fs'
 
@@ -19,6 +20,8 @@ const typecheck = step('typecheck', 'npx', ['tsc', '-p', 'tsconfig.json', '--noE
 if (typecheck.ok) passed++; else failed++
 const lint = step('lint', 'npx', ['eslint', '--max-warnings=0', '.'])
 if (lint.ok) passed++; else failed++
+const dts = step('declarations', 'node', ['scripts/check-dts.js'])
+if (dts.ok) passed++; else failed++
 
 const summaryFile = '.tap/report/coverage-summary.json'
 rmSync(summaryFile, { force: true })
