@@ -6,13 +6,13 @@
 import { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import type { OutgoingHttpHeaders } from 'node:http'
 import { duplexPair, type DuplexEnd } from './duplex-pair.js'
-import { acceptKey } from '../http/handshake.js'
-import { FST_WS_HANDSHAKE_REJECTED } from '../errors.js'
-import { WebSocket } from '../socket/websocket.js'
-import { parseExtensions } from '../http/extension-header.js'
-import { acceptClientResponse, clientOffer } from '../extensions/permessage-deflate/negotiation.js'
+import { buildRequestHeaders, checkResponse, parseResponseHead, type AcceptedHandshake } from './client-handshake.js'
+import { HandshakeRejectedError } from '../errors.js'
+export type { HandshakeRejectedError } from '../errors.js'
+import { openWebSocket, startWebSocket, type WebSocket, type SocketLog } from '../socket/websocket.js'
 import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
 import type { PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
 import { DEFAULTS, validateDeflateOptions } from '../plugin/options.js'
@@ -33,17 +33,11 @@ export interface InjectWSOptions {
   maxPayload?: number
 }
 
-export interface HandshakeRejectedError extends Error {
-  code: 'FST_WS_HANDSHAKE_REJECTED'
-  statusCode: number
-  headers: Record<string, string>
-  body: string
-}
-
 type UpgradeListener = (req: IncomingMessage, socket: DuplexEnd, head: Buffer) => void
 
-const silentLog = { warn () {}, error () {} }
-const CLIENT_CONTEXT = { inboundHighWaterMark: DEFAULTS.inboundHighWaterMark, topics: null, release: null }
+const silentLog: SocketLog = { warn () {}, error () {} }
+const CLIENT_CONTEXT = { topics: null, release: null }
+const EMPTY = Buffer.alloc(0)
 
 export function injectWS (onUpgrade: UpgradeListener, path: string, options: InjectWSOptions = {}): Promise<WebSocket> {
   const [client, server] = duplexPair()
@@ -53,45 +47,21 @@ export function injectWS (onUpgrade: UpgradeListener, path: string, options: Inj
   const deflateOptions = options.perMessageDeflate === undefined || options.perMessageDeflate === false
     ? null
     : validateDeflateOptions(options.perMessageDeflate === true ? {} : options.perMessageDeflate, 'perMessageDeflate')
-  const headers: Record<string, string> = {
-    host: port === 80 ? 'localhost' : `localhost:${port}`,
-    connection: 'Upgrade',
-    upgrade: 'websocket',
-    'sec-websocket-version': '13',
-    'sec-websocket-key': key
-  }
-  if (options.protocols !== undefined && options.protocols.length > 0) headers['sec-websocket-protocol'] = options.protocols.join(', ')
-  if (options.origin !== undefined) headers.origin = options.origin
-  if (deflateOptions !== null) headers['sec-websocket-extensions'] = clientOffer(deflateOptions)
-  for (const [name, value] of Object.entries(options.headers ?? {})) {
-    if (value !== undefined) headers[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value)
-  }
-  const req = new IncomingMessage(server as unknown as Socket)
-  req.method = 'GET'
-  req.url = path
-  req.httpVersion = '1.1'
-  req.httpVersionMajor = 1
-  req.httpVersionMinor = 1
-  req.headers = headers
-  req.push(null)
+  const offer = { port, protocols: options.protocols, origin: options.origin, deflate: deflateOptions, headers: options.headers }
+  const req = fakeRequest(server, path, buildRequestHeaders(key, offer))
 
   return new Promise((resolve, reject) => {
-    let received = Buffer.alloc(0)
+    let received: Buffer = EMPTY
     const onData = (chunk: Buffer): void => {
-      received = Buffer.concat([received, chunk])
-      const end = received.indexOf('\r\n\r\n')
-      if (end === -1) return
-      const head = received.subarray(0, end).toString('latin1').split('\r\n')
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head[0] ?? '')?.[1] ?? 0)
-      const responseHeaders: Record<string, string> = {}
-      for (const line of head.slice(1)) {
-        const colon = line.indexOf(':')
-        if (colon > 0) responseHeaders[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-      }
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk])
+      const response = parseResponseHead(received)
+      if (response === null) return
+      client.removeListener('data', onData)
+      client.removeListener('close', onEarlyClose) // settle with the response, not as an early close
+      const status = response.status
+      const responseHeaders = response.headers
       if (status !== 101) {
-        client.removeListener('data', onData)
-        client.removeListener('close', onEarlyClose) // settle with the status, not as an early close
-        let body = received.subarray(end + 4).toString()
+        let body = response.rest.toString()
         client.on('data', (more: Buffer) => { body += more.toString() })
         let settled = false
         const finish = (): void => {
@@ -99,53 +69,95 @@ export function injectWS (onUpgrade: UpgradeListener, path: string, options: Inj
           settled = true
           let message = body
           try { message = (JSON.parse(body) as { message?: string }).message ?? body } catch {}
-          const err = new FST_WS_HANDSHAKE_REJECTED(status, message) as unknown as HandshakeRejectedError
-          err.statusCode = status
-          err.headers = responseHeaders
-          err.body = body
-          reject(err)
+          reject(new HandshakeRejectedError(status, message, responseHeaders, body))
         }
         client.once('end', finish)
         client.once('close', finish)
         return
       }
-      client.removeListener('data', onData)
-      client.removeListener('close', onEarlyClose)
-      if (responseHeaders['sec-websocket-accept'] !== acceptKey(key)) {
+      // Nothing more is read until the client socket starts (below): no 'data' event may go unheard meanwhile.
+      client.pause()
+      let accepted: AcceptedHandshake
+      try {
+        accepted = checkResponse(response, key, offer)
+      } catch (err) {
         client.destroy()
-        reject(new Error('Invalid Sec-WebSocket-Accept in the server response'))
+        reject(err as Error)
         return
       }
-      let deflate: PerMessageDeflate | null = null
-      const extensions = responseHeaders['sec-websocket-extensions'] ?? ''
-      const maxPayload = options.maxPayload ?? 100 * 1024 * 1024
-      if (extensions !== '') {
-        const offers = parseExtensions(extensions)
-        const params = deflateOptions !== null && offers !== null ? acceptClientResponse(offers, deflateOptions) : null
-        if (params === null) {
-          client.destroy()
-          reject(new Error(`Server negotiated an extension that was not offered: ${extensions}`))
-          return
-        }
-        deflate = new PerMessageDeflate(params, 'client', deflateOptions!, maxPayload)
-      }
-      const connection: ConnectionOptions = {
-        isServer: false,
-        maxPayload,
-        closeTimeout: DEFAULTS.closeTimeout,
-        sendHighWaterMark: DEFAULTS.sendHighWaterMark,
-        maxBufferedAmount: DEFAULTS.maxBufferedAmount,
-        drainTimeout: 0,
-        heartbeat: null,
-        deflate
-      }
-      const ws = new WebSocket(client, connection, responseHeaders['sec-websocket-protocol'] ?? '', extensions, CLIENT_CONTEXT, silentLog)
-      ws._start(received.subarray(end + 4))
+      const ws = clientSocket(client, accepted, deflateOptions, options.maxPayload ?? 100 * 1024 * 1024)
       resolve(ws)
+      // Start reading once the code awaiting injectWS() has run and attached its listeners, so that what the
+      // handler did at once (send, close, throw, ping) is seen by them, in order.
+      setImmediate(startClient, ws, client, Buffer.from(response.rest)) // a copy: the writer may reuse its buffer
     }
     const onEarlyClose = (): void => reject(new Error('Connection closed before the handshake response'))
     client.on('data', onData)
     client.once('close', onEarlyClose)
-    onUpgrade(req, server, Buffer.alloc(0))
+    onUpgrade(req, server, EMPTY)
+  })
+}
+
+/** The upgrade request as Node's HTTP server would have parsed it, arriving on `socket`. */
+function fakeRequest (socket: DuplexEnd, path: string, headers: Record<string, string>): IncomingMessage {
+  const req = new IncomingMessage(socket as unknown as Socket)
+  req.method = 'GET'
+  req.url = path
+  req.httpVersion = '1.1'
+  req.httpVersionMajor = 1
+  req.httpVersionMinor = 1
+  req.headers = headers
+  req.push(null)
+  return req
+}
+
+/** The client-role socket over our end of the pair; it reads nothing until startClient(). */
+function clientSocket (
+  stream: DuplexEnd, accepted: AcceptedHandshake, deflateOptions: Required<PerMessageDeflateOptions> | null, maxPayload: number
+): WebSocket {
+  const connection: ConnectionOptions = {
+    isServer: false,
+    maxPayload,
+    closeTimeout: DEFAULTS.closeTimeout,
+    sendHighWaterMark: DEFAULTS.sendHighWaterMark,
+    maxBufferedAmount: DEFAULTS.maxBufferedAmount,
+    drainTimeout: 0,
+    inboundHighWaterMark: DEFAULTS.inboundHighWaterMark,
+    heartbeat: null,
+    deflate: accepted.params === null ? null : new PerMessageDeflate(accepted.params, 'client', deflateOptions!, maxPayload)
+  }
+  const ws = openWebSocket(stream, connection, accepted.protocol, accepted.extensions, CLIENT_CONTEXT, silentLog)
+  keepClose(ws)
+  return ws
+}
+
+function startClient (ws: WebSocket, stream: DuplexEnd, head: Buffer): void {
+  stream.resume() // takes effect on the next tick, after _start has processed the head (and paused, if it must)
+  startWebSocket(ws, head)
+}
+
+type CloseListener = (code: number, reason: string) => void
+
+/**
+ * A test may attach its 'close' listener after the socket closed (it awaited something else first): such a
+ * listener is called once, on a later turn of the event loop, with the code and reason. Listeners present at
+ * the close are called by the close itself, as usual.
+ */
+function keepClose (ws: WebSocket): void {
+  let closed: [number, string] | null = null
+  ws.on('close', (code, reason) => { closed = [code, reason] })
+  EventEmitter.prototype.on.call(ws as EventEmitter, 'newListener', (event: string | symbol, listener: CloseListener) => {
+    if (event !== 'close' || closed === null) return
+    const [code, reason] = closed
+    setImmediate(() => {
+      const registered = ws.rawListeners('close').find((l) => l === listener || (l as { listener?: unknown }).listener === listener)
+      if (registered === undefined) return // removed before it was told
+      if (registered !== listener) ws.removeListener('close', listener) // a once() wrapper: it is done now
+      try {
+        listener.call(ws, code, reason)
+      } catch (err) {
+        silentLog.error({ err }, 'WebSocket close listener threw') // as for a listener the close itself calls
+      }
+    })
   })
 }
