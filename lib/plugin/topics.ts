@@ -4,7 +4,7 @@
  * so that a cluster-wide broker can replace the in-memory one without any
  * change to handler code.
  */
-import type { WebSocket } from '../socket/websocket.js'
+import { writeFrame, type WebSocket } from '../socket/websocket.js'
 
 export interface TopicBroker {
   subscribe (socket: WebSocket, topic: string): void
@@ -39,7 +39,7 @@ export class MemoryTopics implements TopicBroker {
     if (set === undefined) return 0
     let sent = 0
     for (const socket of set) {
-      if (socket !== except && socket._writeFrame(frame)) sent++
+      if (socket !== except && writeFrame(socket, frame)) sent++
     }
     return sent
   }
