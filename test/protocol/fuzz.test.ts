@@ -12,7 +12,7 @@ import type { ClosingError } from '../../lib/errors.js'
 import { PerMessageDeflate } from '../../lib/extensions/permessage-deflate/codec.js'
 import { validateDeflateOptions } from '../../lib/plugin/options.js'
 import { isValidReceivedCloseCode } from '../../lib/protocol/close-codes.js'
-import { envInt, within } from '../helpers/hostile-helpers.js'
+import { envInt, within, frame } from '../helpers/index.js'
 
 const SEED = envInt('FST_WS_FUZZ_SEED', 0x6455)
 const ITERATIONS = envInt('FST_WS_FUZZ_ITERATIONS', 1500)
@@ -77,7 +77,7 @@ function rotl (x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0
 }
 
-// ---- frame encoding (written here from RFC 6455 §5.2, independent of lib/sender.ts) ----
+// ---- frame encoding: the shared test encoder (independent of lib/), mask keys from the seeded generator ----
 interface Spec {
   opcode: number
   payload: Buffer
@@ -89,24 +89,16 @@ interface Spec {
 }
 
 function encode (spec: Spec, rng: Rng): Buffer {
-  const len = spec.payload.length
-  const [code, ext] = spec.length ?? (len < 126 ? [len, 0n] : len < 65536 ? [126, BigInt(len)] : [127, BigInt(len)])
-  const extBytes = code === 126 ? 2 : code === 127 ? 8 : 0
-  const out = Buffer.alloc(2 + extBytes + (spec.masked ? 4 : 0) + len)
-  out[0] = (spec.fin ? 0x80 : 0) | ((spec.rsv & 7) << 4) | (spec.opcode & 0xf)
-  out[1] = (spec.masked ? 0x80 : 0) | code
-  if (code === 126) out.writeUInt16BE(Number(ext & 0xffffn), 2)
-  if (code === 127) out.writeBigUInt64BE(ext & 0xffffffffffffffffn, 2)
-  let p = 2 + extBytes
-  if (spec.masked) {
-    const key = rng.bytes(4)
-    key.copy(out, p)
-    p += 4
-    for (let i = 0; i < len; i++) out[p + i] = spec.payload[i]! ^ key[i & 3]!
-  } else {
-    spec.payload.copy(out, p)
-  }
-  return out
+  const [lengthCode, extendedLength] = spec.length ?? [undefined, undefined]
+  return frame(spec.opcode, spec.payload, {
+    fin: spec.fin,
+    rsv1: (spec.rsv & 4) !== 0,
+    rsv2: (spec.rsv & 2) !== 0,
+    rsv3: (spec.rsv & 1) !== 0,
+    mask: spec.masked ? rng.bytes(4) : false,
+    lengthCode,
+    extendedLength
+  })
 }
 
 const TEXT_PIECES = ['a', 'hello', ' ', 'é', '€', '😀', 'ß', '\u0000', '中文', '\u{10FFFF}', '\u07FF', '\uFFFD']
