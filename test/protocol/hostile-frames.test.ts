@@ -10,7 +10,7 @@ import type { WebSocketPluginOptions, WebSocketError } from '../../lib/index.js'
 import {
   buildApp, listen, RawWs, frame, closeFrame, settledMemory, PeakSampler, guardUnhandled, waitFor, delay, mib, MiB,
   type MemorySample
-} from '../helpers/hostile-helpers.js'
+} from '../helpers/index.js'
 
 interface ServerRecord {
   errors: WebSocketError[]
