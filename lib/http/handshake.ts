@@ -38,6 +38,15 @@ export function checkHandshake (req: IncomingMessage): string | Rejection {
   if (!hasToken(headers.connection, 'upgrade')) {
     return { status: 400, reason: 'Connection header must contain "Upgrade"' }
   }
+  // A body would reach the connection as its first bytes and be parsed as frames.
+  const te = headers['transfer-encoding']
+  if (te !== undefined) {
+    return { status: 400, reason: `A WebSocket handshake must not have a body (Transfer-Encoding: ${JSON.stringify(te.slice(0, 40))})` }
+  }
+  const length = headers['content-length']
+  if (length !== undefined && !/^0+$/.test(length)) {
+    return { status: 400, reason: `A WebSocket handshake must not have a body (Content-Length: ${JSON.stringify(length.slice(0, 40))})` }
+  }
   const version = headers['sec-websocket-version']
   if (version === undefined || version.trim() !== '13') {
     return {

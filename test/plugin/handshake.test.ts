@@ -60,6 +60,7 @@ t.test('checkHandshake: a valid request returns the key', async (t) => {
   t.equal(checkHandshake(fakeRequest({ major: 2, minor: 0 })), 'dGhlIHNhbXBsZSBub25jZQ==', 'HTTP/2 is later than 1.1')
   t.equal(checkHandshake(fakeRequest({ headers: { upgrade: 'WebSocket', connection: 'keep-alive, Upgrade' } })),
     'dGhlIHNhbXBsZSBub25jZQ==')
+  t.equal(checkHandshake(fakeRequest({ headers: { 'content-length': '0' } })), 'dGhlIHNhbXBsZSBub25jZQ==', 'Content-Length: 0 is no body')
   t.equal(checkHandshake(fakeRequest({ headers: { 'sec-websocket-key': '  dGhlIHNhbXBsZSBub25jZQ==  ' } })),
     'dGhlIHNhbXBsZSBub25jZQ==', 'surrounding whitespace is not part of the key')
 })
@@ -82,7 +83,9 @@ t.test('checkHandshake: each rule refuses with its status and reason', async (t)
     ['17-byte key', { headers: { 'sec-websocket-key': 'AAAAAAAAAAAAAAAAAAAAAAA=' } }, 400, /16-byte/],
     ['15-byte key', { headers: { 'sec-websocket-key': 'AAAAAAAAAAAAAAAAAAAA' } }, 400, /16-byte/],
     ['not base64', { headers: { 'sec-websocket-key': 'AAAAAAAAAAAAAAAAAAAA-_==' } }, 400, /16-byte/],
-    ['two keys joined by Node', { headers: { 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==' } }, 400, /exactly one/]
+    ['two keys joined by Node', { headers: { 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==' } }, 400, /exactly one/],
+    ['a body (Content-Length)', { headers: { 'content-length': '5' } }, 400, /must not have a body \(Content-Length: "5"\)/],
+    ['a body (Transfer-Encoding)', { headers: { 'transfer-encoding': 'chunked' } }, 400, /must not have a body \(Transfer-Encoding: "chunked"\)/]
   ]
   for (const [name, fields, status, reason] of cases) {
     const r = rejection(checkHandshake(fakeRequest(fields)))
