@@ -12,98 +12,112 @@ import { parseProtocols, pickProtocol } from '../http/subprotocol.js'
 import { parseExtensions } from '../http/extension-header.js'
 import { negotiateServer } from '../extensions/permessage-deflate/negotiation.js'
 import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
-import { claimSocket, type PendingUpgrade } from './upgrade.js'
-import { WebSocket, type SocketContext } from '../socket/websocket.js'
+import { abandonUpgrade, claimSocket, type PendingUpgrade } from './upgrade.js'
+import { openWebSocket, startWebSocket, failFromUser, type WebSocket, type SocketContext, type TopicHub } from '../socket/websocket.js'
 import type { ConnectionOptions } from '../protocol/connection.js'
 import type { ResolvedOptions } from './options.js'
-import type { WebSocketServer } from './server.js'
+import type { ConnectionRegistry, RouteSlot } from './registry.js'
 
 export type AnyWebSocketHandler = (this: FastifyInstance, socket: WebSocket<string>, request: FastifyRequest) => unknown
 
+/** What one registration of the plugin shares with its routes. */
 export interface PluginState {
-  server: WebSocketServer
+  /** Open sockets, counts, limits, shutdown. */
+  registry: ConnectionRegistry
+  /** Where the sockets' subscribe()/unsubscribe() go. */
+  topics: TopicHub
   trust: TrustFunction | null
   base: ResolvedOptions
 }
 
 export interface RouteState {
   opts: ResolvedOptions
-  /** The route's own maxConnections (Infinity when only the plugin's applies). */
-  maxConnections: number
-  open: number
+  /** The route's share of the registry: its count and its own maxConnections. */
+  slot: RouteSlot
   handler: AnyWebSocketHandler
   connection: ConnectionOptions
   /** Shared by the route's sockets. */
   context: SocketContext
 }
 
-function reject (request: FastifyRequest, reply: FastifyReply, rejection: Rejection): FastifyReply {
-  request.log.info({ status: rejection.status, reason: rejection.reason, origin: request.headers.origin },
-    'WebSocket upgrade refused: ' + rejection.reason)
+/** One upgrade on its way through the checks. */
+export interface UpgradeAttempt {
+  /** The encapsulated instance the route belongs to (`this` of the handler). */
+  instance: FastifyInstance
+  plugin: PluginState
+  route: RouteState
+  request: FastifyRequest
+  reply: FastifyReply
+  pending: PendingUpgrade
+  /** The Sec-WebSocket-Key, once the handshake has been checked. */
+  key: string
+}
+
+/** Answer a refused upgrade (the socket is destroyed once the answer is flushed) and log it once. */
+function refuse (attempt: UpgradeAttempt, rejection: Rejection, err?: unknown): FastifyReply {
+  const { request, reply } = attempt
+  const fields = { status: rejection.status, reason: rejection.reason, origin: request.headers.origin }
+  if (err === undefined) request.log.info(fields, 'WebSocket upgrade refused: ' + rejection.reason)
+  else request.log.error({ ...fields, err }, 'WebSocket upgrade refused: ' + rejection.reason)
   reply.code(rejection.status).header('connection', 'close')
   if (rejection.headers !== undefined) reply.headers(rejection.headers)
   return reply.send({ statusCode: rejection.status, error: STATUS_CODES[rejection.status], message: rejection.reason })
 }
 
-function refuseOrigin (request: FastifyRequest, reply: FastifyReply, origin: string): FastifyReply {
-  request.log.warn({ origin }, 'WebSocket upgrade refused: Origin not allowed')
-  return reject(request, reply, { status: 403, reason: `Origin ${JSON.stringify(origin.slice(0, 200))} is not allowed` })
+function originRefused (origin: string): Rejection {
+  return { status: 403, reason: `Origin ${JSON.stringify(origin.slice(0, 200))} is not allowed` }
 }
 
-export function handleUpgrade (
-  this: FastifyInstance, state: PluginState, route: RouteState,
-  request: FastifyRequest, reply: FastifyReply, pending: PendingUpgrade
-): FastifyReply | Promise<FastifyReply | undefined> | undefined {
+export function handleUpgrade (attempt: UpgradeAttempt): FastifyReply | Promise<FastifyReply | undefined> | undefined {
+  const { request, route, plugin } = attempt
   const raw = request.raw
   const key = checkHandshake(raw)
-  if (typeof key !== 'string') return reject(request, reply, key)
+  if (typeof key !== 'string') return refuse(attempt, key)
+  attempt.key = key
   const opts = route.opts
   // The port costs a system call: only look it up when a policy needs it.
   const origin = raw.headers.origin
   const needPort = opts.ports !== null || (origin !== undefined && opts.originCheck === null)
-  const port = needPort ? clientPort(raw, state.trust) : undefined
+  const port = needPort ? clientPort(raw, plugin.trust) : undefined
   if (!portAllowed(opts.ports, port)) {
-    return reject(request, reply, { status: 403, reason: `WebSocket upgrades are not accepted on port ${port ?? 'unknown'} (see the "ports" option)` })
+    return refuse(attempt, { status: 403, reason: `WebSocket upgrades are not accepted on port ${port ?? 'unknown'} (see the "ports" option)` })
   }
   if (origin === undefined) {
-    if (opts.requireOrigin) return reject(request, reply, { status: 403, reason: 'Origin header required' })
+    if (opts.requireOrigin) return refuse(attempt, { status: 403, reason: 'Origin header required' })
   } else {
-    const verdict = opts.originCheck === null
-      ? isSameOrigin(origin, raw.headers.host, port)
-      : opts.originCheck(origin, request)
+    let verdict: boolean | Promise<boolean>
+    try {
+      verdict = opts.originCheck === null
+        ? isSameOrigin(origin, raw.headers.host, port)
+        : opts.originCheck(origin, request)
+    } catch (err) {
+      return refuse(attempt, { status: 500, reason: 'Origin check failed' }, err)
+    }
     if (typeof verdict !== 'boolean') {
       return Promise.resolve(verdict).then(
-        (ok) => ok === true ? accept.call(this, state, route, request, reply, pending, key) : refuseOrigin(request, reply, origin),
-        (err: unknown) => {
-          request.log.error({ err }, 'WebSocket origin check failed')
-          return reject(request, reply, { status: 500, reason: 'Origin check failed' })
-        })
+        (ok) => ok === true ? accept(attempt) : refuse(attempt, originRefused(origin)),
+        (err: unknown) => refuse(attempt, { status: 500, reason: 'Origin check failed' }, err))
     }
-    if (!verdict) return refuseOrigin(request, reply, origin)
+    if (!verdict) return refuse(attempt, originRefused(origin))
   }
-  return accept.call(this, state, route, request, reply, pending, key)
+  return accept(attempt)
 }
 
-function accept (
-  this: FastifyInstance, state: PluginState, route: RouteState,
-  request: FastifyRequest, reply: FastifyReply, pending: PendingUpgrade, key: string
-): FastifyReply | undefined {
+function accept (attempt: UpgradeAttempt): FastifyReply | undefined {
+  const { request, reply, pending, route, plugin } = attempt
   if (pending.socket.destroyed || pending.socket.readableEnded) {
     // The peer left (or half-closed) while the hooks ran: nobody to upgrade, nothing to count.
     request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
     reply.hijack()
-    pending.socket.destroy()
+    abandonUpgrade(pending)
     return undefined
   }
   const opts = route.opts
-  const server = state.server
-  if (server._closing) return reject(request, reply, { status: 503, reason: 'Server is shutting down' })
-  if (server._clients.size >= state.base.maxConnections || route.open >= route.maxConnections) {
-    return reject(request, reply, { status: 503, reason: 'Too many WebSocket connections (see the "maxConnections" option)' })
-  }
+  const full = plugin.registry.admit(route.slot)
+  if (full !== null) return refuse(attempt, full)
   const headers = request.raw.headers
   const offered = parseProtocols(headers['sec-websocket-protocol'])
-  if (offered === null) return reject(request, reply, { status: 400, reason: 'Malformed Sec-WebSocket-Protocol header' })
+  if (offered === null) return refuse(attempt, { status: 400, reason: 'Malformed Sec-WebSocket-Protocol header' })
   let protocol = ''
   if (offered.length > 0) {
     protocol = opts.selectProtocol !== null
@@ -111,7 +125,7 @@ function accept (
       : pickProtocol(opts.protocols, offered)
     if (protocol !== '' && !offered.includes(protocol)) protocol = ''
     if (protocol === '' && opts.protocolRequired) {
-      return reject(request, reply, {
+      return refuse(attempt, {
         status: 400,
         reason: `None of the offered subprotocols is supported (this route speaks: ${opts.protocols.join(', ') || 'none'})`
       })
@@ -121,7 +135,7 @@ function accept (
   let connection = route.connection
   if (opts.perMessageDeflate !== null && headers['sec-websocket-extensions'] !== undefined) {
     const offers = parseExtensions(headers['sec-websocket-extensions'])
-    if (offers === null) return reject(request, reply, { status: 400, reason: 'Malformed Sec-WebSocket-Extensions header' })
+    if (offers === null) return refuse(attempt, { status: 400, reason: 'Malformed Sec-WebSocket-Extensions header' })
     const negotiated = negotiateServer(offers, opts.perMessageDeflate)
     if (negotiated !== null) {
       extensions = negotiated.response
@@ -131,25 +145,33 @@ function accept (
   }
 
   reply.hijack()
-  const socket = claimSocket(pending)
-  socket.write(switchingProtocols(key, protocol, extensions))
-  const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void, timeout?: number }
-  if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
-  // An HTTP idle timeout (Fastify's connectionTimeout) must not reach an idle WebSocket.
-  if (typeof maybeNet.setTimeout === 'function' && (maybeNet.timeout ?? 0) > 0) maybeNet.setTimeout(0)
-
-  const ws = new WebSocket(socket, connection, protocol, extensions, route.context, request.log)
-  server._clients.add(ws)
-  route.open++
+  const socket = pending.socket
+  let ws: WebSocket<string>
+  let head: Buffer
+  try {
+    head = claimSocket(pending)
+    socket.write(switchingProtocols(attempt.key, protocol, extensions))
+    const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void, timeout?: number }
+    if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
+    // An HTTP idle timeout (Fastify's connectionTimeout) must not reach an idle WebSocket.
+    if (typeof maybeNet.setTimeout === 'function' && (maybeNet.timeout ?? 0) > 0) maybeNet.setTimeout(0)
+    ws = openWebSocket(socket, connection, protocol, extensions, route.context, request.log)
+  } catch (err) {
+    // The reply is hijacked: nothing else would answer or close this connection.
+    request.log.error({ err }, 'WebSocket upgrade failed after the handshake was accepted; connection destroyed')
+    socket.destroy()
+    return undefined
+  }
+  plugin.registry.add(ws, route.slot)
   let result: unknown
   try {
-    result = route.handler.call(this, ws, request)
+    result = route.handler.call(attempt.instance, ws, request)
   } catch (err) {
-    ws._failFromUser(err, 'handler threw')
+    failFromUser(ws, err, 'handler threw')
   }
-  ws._start(pending.head)
+  startWebSocket(ws, head)
   if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
-    (result as Promise<unknown>).then(undefined, (err: unknown) => ws._failFromUser(err, 'handler rejected'))
+    (result as Promise<unknown>).then(undefined, (err: unknown) => failFromUser(ws, err, 'handler rejected'))
   }
   return undefined
 }

@@ -1,11 +1,14 @@
 /**
- * The plugin itself: validates the plugin options once, creates the server object, and wires the route hook,
- * the upgrade listener, the start-up port warning and shutdown into the Fastify instance.
+ * The plugin itself: validates the plugin options once, creates the connection registry and the server object,
+ * and wires the route hook, the upgrade listener, the boot-time route check, the start-up port warning and
+ * shutdown into the Fastify instance.
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { resolveOptions, DEFAULTS, type WebSocketPluginOptions } from './options.js'
 import { compileTrust } from '../http/ports.js'
 import { WebSocketServer } from './server.js'
+import { ConnectionRegistry } from './registry.js'
+import { assertAllServed } from './route-guard.js'
 import { MemoryTopics } from './topics.js'
 import { createUpgradeListener } from './upgrade.js'
 import { HandshakeTimer } from './handshake-timer.js'
@@ -23,15 +26,17 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
       typeof topics.subscribe !== 'function' || typeof topics.unsubscribe !== 'function' || typeof topics.subscriberCount !== 'function')) {
     throw new FST_WS_INVALID_OPTION('topics', 'expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount)')
   }
-  const server = new WebSocketServer(topics ?? new MemoryTopics())
-  const state: PluginState = { server, trust: compileTrust(fastifyTrustProxy(fastify)), base }
+  const registry = new ConnectionRegistry(base.maxConnections)
+  const broker = topics ?? new MemoryTopics()
+  const server = new WebSocketServer(broker, registry.clients)
+  const state: PluginState = { registry, topics: broker, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const timer = base.handshakeTimeout > 0
     ? new HandshakeTimer(base.handshakeTimeout, (pending) => {
       fastify.log.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
       pending.socket.destroy()
     })
     : null
-  const onUpgrade = createUpgradeListener(fastify, server, timer)
+  const onUpgrade = createUpgradeListener(fastify, registry, timer)
 
   const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
   fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
@@ -43,6 +48,16 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   })
 
   fastify.server.on('upgrade', onUpgrade)
+  fastify.addHook('onReady', function checkWebSocketRoutes (done) {
+    // A WebSocket route this plugin does not serve (sibling context, declared before the plugin): FST_WS_PLUGIN_MISSING.
+    try {
+      assertAllServed(fastify)
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    done()
+  })
   fastify.addHook('onListen', function warnAboutPorts (done) {
     for (const address of fastify.addresses()) {
       if (typeof address === 'string') continue
@@ -58,7 +73,7 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
     done()
   })
   fastify.addHook('preClose', function closeSockets (done) {
-    server._closeAll().then(() => done(), done)
+    registry.closeAll().then(() => done(), done)
   })
   fastify.addHook('onClose', function removeUpgradeListener (_instance, done) {
     fastify.server.removeListener('upgrade', onUpgrade)

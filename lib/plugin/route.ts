@@ -10,13 +10,9 @@ import { resolveOptions } from './options.js'
 import { hasToken } from '../http/handshake.js'
 import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
+import { isWebSocketRoute, markServed, type WebSocketRouteFields } from './route-guard.js'
 import { LimitedTopicHub } from './topic-hub.js'
 import type { SocketContext } from '../socket/websocket.js'
-
-interface WebSocketRouteFields {
-  websocket?: unknown
-  wsHandler?: unknown
-}
 
 function upgradeRequired (reply: FastifyReply): FastifyReply {
   // Setting Connection ourselves overrides Node's keep-alive decision: keep the client's "close" (and HTTP/1.0's default).
@@ -28,8 +24,9 @@ function upgradeRequired (reply: FastifyReply): FastifyReply {
 
 export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<number> | null, url: string) => void) {
   return function onRoute (routeOptions: RouteOptions & WebSocketRouteFields): void {
+    if (!isWebSocketRoute(routeOptions)) return
+    markServed(routeOptions)
     const { websocket, wsHandler } = routeOptions
-    if ((websocket === undefined || websocket === false) && wsHandler === undefined) return
     const url = routeOptions.url
     if (wsHandler !== undefined && typeof wsHandler !== 'function') {
       throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
@@ -39,18 +36,15 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     const httpHandler = wsHandler !== undefined ? routeOptions.handler : null
     if (typeof wsFn !== 'function') throw new FST_WS_INVALID_ROUTE(url, 'a WebSocket route needs a handler')
     const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
+    const slot = state.registry.route(own ? opts.maxConnections : Infinity)
+    // Shared by the route's sockets.
     const context: SocketContext = {
-      inboundHighWaterMark: opts.inboundHighWaterMark,
-      topics: new LimitedTopicHub(state.server.topics, opts), // the route's topic limits, in front of the plugin's broker
-      release: (ws) => {
-        state.server._clients.delete(ws)
-        route.open--
-      }
+      topics: new LimitedTopicHub(state.topics, opts), // the route's topic limits, in front of the plugin's broker
+      release: slot.release // the registry's bookkeeping when a socket closes
     }
     const route: RouteState = {
       opts,
-      maxConnections: own ? opts.maxConnections : Infinity,
-      open: 0,
+      slot,
       handler: wsFn,
       connection: {
         isServer: true,
@@ -59,6 +53,7 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
         sendHighWaterMark: opts.sendHighWaterMark,
         maxBufferedAmount: opts.maxBufferedAmount,
         drainTimeout: opts.drainTimeout,
+        inboundHighWaterMark: opts.inboundHighWaterMark,
         heartbeat: opts.heartbeat,
         deflate: null
       },
@@ -71,7 +66,7 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
         if (httpHandler !== null) return httpHandler.call(this, request, reply)
         return upgradeRequired(reply)
       }
-      return handleUpgrade.call(this, state, route, request, reply, pending)
+      return handleUpgrade({ instance: this, plugin: state, route, request, reply, pending, key: '' })
     }
     routeOptions.handler = wrapped
   }

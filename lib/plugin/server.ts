@@ -1,11 +1,13 @@
 /**
- * `app.websocketServer`: the open sockets, topic publishing, and shutdown.
+ * `app.websocketServer`: the open sockets and topic publishing. Its class shape is its documented API and nothing
+ * else; the bookkeeping behind `clients` (counts, limits, shutdown) lives in the plugin's ConnectionRegistry.
  */
 import { OPCODE_BINARY, OPCODE_TEXT } from '../protocol/constants.js'
 import { encodeFrame } from '../protocol/sender.js'
 import { FST_WS_INVALID_TOPIC } from '../errors.js'
+import { toBytes, type SendData } from '../socket/send-data.js'
 import type { TopicBroker } from './topics.js'
-import type { WebSocket, SendData } from '../socket/websocket.js'
+import type { WebSocket } from '../socket/websocket.js'
 
 export interface PublishOptions {
   /** Send as binary. Default: true for buffers, false for strings. */
@@ -17,49 +19,30 @@ export interface PublishOptions {
 export class WebSocketServer {
   /** Every open socket this plugin accepted. */
   readonly clients: ReadonlySet<WebSocket>
-  /** @internal */
-  readonly _clients = new Set<WebSocket>()
+  /** Where topic subscriptions live. */
   readonly topics: TopicBroker
-  /** @internal Set when the app closes: new upgrades are refused. */
-  _closing = false
 
-  constructor (topics: TopicBroker) {
-    this.clients = this._clients
+  /** Created by the plugin: `clients` is the live set of its connection registry. */
+  constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>) {
+    this.clients = clients
     this.topics = topics
   }
 
-  /** Frame `data` once and write the same bytes to every subscriber of `topic`. Returns the number of recipients. */
+  /**
+   * Frame `data` once and write the same bytes to every subscriber of `topic`. Returns the number of recipients.
+   * Throws FST_WS_INVALID_TOPIC for a bad topic and FST_WS_INVALID_DATA for data `send()` would refuse.
+   */
   publish (topic: string, data: SendData, options?: PublishOptions): number {
     if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
-    let payload: Buffer
-    let binary: boolean
-    if (typeof data === 'string') {
-      payload = Buffer.from(data)
-      binary = options?.binary === true
-    } else {
-      payload = Buffer.isBuffer(data)
-        ? data
-        : data instanceof ArrayBuffer ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-      binary = options?.binary !== false
-    }
+    const payload = toBytes(data)
+    const binary = typeof data === 'string' ? options?.binary === true : options?.binary !== false
     if (this.topics.subscriberCount(topic) === 0) return 0
     const frame = encodeFrame(binary ? OPCODE_BINARY : OPCODE_TEXT, payload)
     return this.topics.publish(topic, frame, options?.except)
   }
 
+  /** How many sockets of this process are subscribed to `topic`. */
   subscriberCount (topic: string): number {
     return this.topics.subscriberCount(topic)
-  }
-
-  /** @internal Close every socket with 1001 and resolve once all are closed (each is destroyed after its closeTimeout). */
-  _closeAll (): Promise<void> {
-    this._closing = true
-    const pending: Promise<void>[] = []
-    for (const socket of this._clients) {
-      if (socket.readyState === socket.CLOSED) continue
-      pending.push(new Promise((resolve) => socket.once('close', () => resolve())))
-      socket.close(1001, 'Server shutting down')
-    }
-    return Promise.all(pending).then(() => undefined)
   }
 }
