@@ -9,8 +9,8 @@ import { connect, type Socket } from 'node:net'
 import WebSocketClient from 'ws'
 import {
   buildApp, listen, RawWs, frame, closeFrame, settledMemory, MiB, mib, waitFor, delay, gc,
-  handshakeText, guardUnhandled
-} from '../helpers/hostile-helpers.js'
+  handshake as handshakeText, guardUnhandled
+} from '../helpers/index.js'
 import type { WebSocket } from '../../lib/index.js'
 
 const DEFLATE = { 'sec-websocket-extensions': 'permessage-deflate' }
