@@ -85,5 +85,3 @@ export interface WebSocketError extends Error {
   closeCode?: number
 }
 
-/** An error emitted on a socket: a catalogue error that carries the close code it caused. */
-export type ClosingError = WebSocketError & { closeCode: number }

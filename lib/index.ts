@@ -11,7 +11,7 @@ export default fastifyWebSocket
 export { webSocketRoute } from './plugin/route-types.js'
 export type { WebSocketHandler, WebSocketRouteOptions, RouteProtocols } from './plugin/route-types.js'
 export { WebSocket } from './socket/websocket.js'
-export type { WebSocketEvents, SendData, SendOptions, IteratedMessage, ReadyState } from './socket/websocket.js'
+export type { WebSocketEvents, SendData, SendOptions, WriteCallback, IteratedMessage, ReadyState } from './socket/websocket.js'
 export { WebSocketServer } from './plugin/server.js'
 export type { PublishOptions } from './plugin/server.js'
 export type { TopicBroker } from './plugin/topics.js'

@@ -23,7 +23,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const INTERNAL = new Set([
   'Connection', 'ConnectionOptions', 'SocketContext', 'SocketLog', 'TopicHub', 'Held', 'HeldMessages',
   'PluginState', 'RouteState', 'PendingUpgrade', 'ResolvedOptions', 'Registry', 'AnyWebSocketHandler',
-  'Receiver', 'ReceiverHost', 'Sender', 'WriteCallback', 'PerMessageDeflate', 'DeflateParams', 'Limiter',
+  'Receiver', 'ReceiverHost', 'Sender', 'PerMessageDeflate', 'DeflateParams', 'Limiter',
   'ClosingError', 'AcceptedHandshake', 'DuplexEnd', 'UpgradeListener', 'OriginCheck'
 ])
 const NO_PUBLIC_CONSTRUCTOR = new Set(['WebSocket', 'WebSocketServer'])

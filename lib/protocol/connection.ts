@@ -14,8 +14,8 @@ import { Receiver, type ReceiverHost } from './receiver.js'
 import { Sender, type WriteCallback } from './sender.js'
 import { HeldMessages, type HeldMessage } from './held-messages.js'
 import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
-import { FST_WS_DEFLATE_ERROR, FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT, type ClosingError } from '../errors.js'
-import { closingError } from './closing-error.js'
+import { FST_WS_DEFLATE_ERROR, FST_WS_SLOW_CONSUMER, FST_WS_HEARTBEAT_TIMEOUT } from '../errors.js'
+import { closingError, type ClosingError } from './closing-error.js'
 
 /** What a connection reports, as functions of its owner (one table for all connections of a kind). */
 export interface ConnectionHooks<Owner> {

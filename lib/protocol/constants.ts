@@ -9,9 +9,9 @@ export const OPCODE_PING = 0x9
 export const OPCODE_PONG = 0xa
 
 /** readyState values, as in the WHATWG WebSocket interface. */
-export const CONNECTING = 0
-export const OPEN = 1
-export const CLOSING = 2
-export const CLOSED = 3
+export const CONNECTING = 0 as const
+export const OPEN = 1 as const
+export const CLOSING = 2 as const
+export const CLOSED = 3 as const
 
 export const EMPTY_BUFFER: Buffer = Buffer.alloc(0)

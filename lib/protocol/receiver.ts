@@ -13,8 +13,8 @@ import { Utf8Stream } from './utf8.js'
 import { isUtf8 } from 'node:buffer'
 import { isValidReceivedCloseCode } from './close-codes.js'
 import type { PerMessageDeflate, InflateError } from '../extensions/permessage-deflate/codec.js'
-import { FST_WS_PROTOCOL_ERROR, FST_WS_INVALID_UTF8, FST_WS_MESSAGE_TOO_BIG, FST_WS_DEFLATE_ERROR, type ClosingError } from '../errors.js'
-import { closingError } from './closing-error.js'
+import { FST_WS_PROTOCOL_ERROR, FST_WS_INVALID_UTF8, FST_WS_MESSAGE_TOO_BIG, FST_WS_DEFLATE_ERROR } from '../errors.js'
+import { closingError, type ClosingError } from './closing-error.js'
 
 export interface ReceiverHost {
   onMessage (data: Buffer, isBinary: boolean): void

@@ -15,6 +15,7 @@ import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.j
 /** Payloads up to this size are copied next to their header: one small write beats two. */
 const COPY_THRESHOLD = 16 * 1024
 
+/** Called once a frame has been handed to the operating system, or with the reason it never will be. */
 export type WriteCallback = (err?: Error | null) => void
 
 const MASK_POOL_SIZE = 8 * 1024

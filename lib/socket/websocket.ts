@@ -17,11 +17,14 @@ import { isValidSendCloseCode } from '../protocol/close-codes.js'
 import { toBuffer, toBytes, type SendData } from './send-data.js'
 import {
   FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC,
-  type WebSocketError, type ClosingError
+  type WebSocketError
 } from '../errors.js'
+import type { ClosingError } from '../protocol/closing-error.js'
 
 export type { SendData } from './send-data.js'
-export type ReadyState = typeof CONNECTING | typeof OPEN | typeof CLOSING | typeof CLOSED
+export type { WriteCallback } from '../protocol/sender.js'
+/** `readyState` values, as in the WHATWG WebSocket interface: CONNECTING, OPEN, CLOSING, CLOSED. */
+export type ReadyState = 0 | 1 | 2 | 3
 
 /** The events a WebSocket emits, with their listener arguments. */
 export interface WebSocketEvents {
@@ -81,15 +84,15 @@ let flushHeldOf: (ws: WebSocket) => void
 let failUser: (ws: WebSocket, err: unknown, what: string) => void
 
 export class WebSocket<Protocol extends string = string> extends EventEmitter<WebSocketEvents> {
-  static readonly CONNECTING = CONNECTING
-  static readonly OPEN = OPEN
-  static readonly CLOSING = CLOSING
-  static readonly CLOSED = CLOSED
+  static readonly CONNECTING: 0 = CONNECTING
+  static readonly OPEN: 1 = OPEN
+  static readonly CLOSING: 2 = CLOSING
+  static readonly CLOSED: 3 = CLOSED
   // On the prototype, not on every instance.
-  get CONNECTING (): typeof CONNECTING { return CONNECTING }
-  get OPEN (): typeof OPEN { return OPEN }
-  get CLOSING (): typeof CLOSING { return CLOSING }
-  get CLOSED (): typeof CLOSED { return CLOSED }
+  get CONNECTING (): 0 { return CONNECTING }
+  get OPEN (): 1 { return OPEN }
+  get CLOSING (): 2 { return CLOSING }
+  get CLOSED (): 3 { return CLOSED }
 
   /** The negotiated subprotocol, or '' when none was. */
   readonly protocol: Protocol | ''
