@@ -26,10 +26,28 @@ const TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff])
 /* c8 ignore next -- only reached if a discarded stream still emits an error */
 function noop (): void {}
 
-function discardStream (stream: DeflateRaw | InflateRaw): void {
-  stream.removeAllListeners()
-  stream.on('error', noop) // anything emitted while it is torn down is of no interest
-  stream.close()
+/** One direction's zlib stream, with the output it has produced for the message in progress. */
+interface ZlibStream<S extends DeflateRaw | InflateRaw> {
+  readonly stream: S
+  chunks: Buffer[]
+  length: number
+}
+
+/** Hand over the output collected for the message (read `length` first) and start the next one empty. */
+function takeChunks (z: ZlibStream<DeflateRaw | InflateRaw>): Buffer[] {
+  const chunks = z.chunks
+  z.chunks = []
+  z.length = 0
+  return chunks
+}
+
+/** Tear down a stream and its collected output; returns null, for `this.#x = discard(this.#x)`. */
+function discard (z: ZlibStream<DeflateRaw | InflateRaw> | null): null {
+  if (z === null) return null
+  z.stream.removeAllListeners()
+  z.stream.on('error', noop) // anything emitted while it is torn down is of no interest
+  z.stream.close()
+  return null
 }
 
 function inflateError (message: string, closeCode: 1007 | 1009): InflateError {
@@ -46,14 +64,18 @@ interface Lane {
   release: (() => void) | null
 }
 
-interface InflateJob {
-  cb: (err: InflateError | null, result: Buffer | null) => void
+/** The message in flight in one direction: its callback, and what frees its limiter slot. */
+interface Job<E extends Error> {
+  cb: (err: E | null, result: Buffer | null) => void
   finish: () => void
 }
 
-interface DeflateJob {
-  cb: (err: Error | null, result: Buffer | null) => void
-  finish: () => void
+/** Answer the job in flight, if any, with an error: its slot is freed first, as on success. */
+function failJob<E extends Error> (job: Job<E> | null, err: E): void {
+  /* c8 ignore next -- the streams only emit while a job is in flight */
+  if (job === null) return
+  job.finish()
+  job.cb(err, null)
 }
 
 export class PerMessageDeflate {
@@ -72,17 +94,13 @@ export class PerMessageDeflate {
   readonly #inflateBits: number
   readonly #inflateNoContextTakeover: boolean
 
-  #deflate: DeflateRaw | null = null
-  #deflateChunks: Buffer[] = []
-  #deflateLength = 0
-  #deflateJob: DeflateJob | null = null
+  #deflate: ZlibStream<DeflateRaw> | null = null
+  #deflateJob: Job<Error> | null = null
 
-  #inflate: InflateRaw | null = null
-  #inflateChunks: Buffer[] = []
-  #inflateLength = 0
+  #inflate: ZlibStream<InflateRaw> | null = null
   /** Input bytes written to the current inflate stream; differs from its bytesWritten once it hit BFINAL. */
   #inflateInput = 0
-  #inflateJob: InflateJob | null = null
+  #inflateJob: Job<InflateError> | null = null
 
   readonly #compressLane: Lane = { tasks: [], busy: false, release: null }
   readonly #decompressLane: Lane = { tasks: [], busy: false, release: null }
@@ -116,45 +134,22 @@ export class PerMessageDeflate {
    */
   compress (data: Buffer, cb: (err: Error | null, result: Buffer | null) => void): void {
     this.#enqueue(this.#compressLane, (finish) => {
-      let stream = this.#deflate
-      if (stream === null) {
-        stream = createDeflateRaw({ level: this.#level, memLevel: this.#memLevel, windowBits: this.#deflateBits })
-        stream.on('data', (chunk: Buffer) => {
-          this.#deflateChunks.push(chunk)
-          this.#deflateLength += chunk.length
-        })
-        /* c8 ignore start -- zlib fails to deflate only when out of memory */
-        stream.on('error', (err: Error) => {
-          const job = this.#deflateJob
-          this.#deflateJob = null
-          this.#dropDeflate()
-          if (job === null) return
-          job.finish()
-          job.cb(err, null)
-        })
-        /* c8 ignore stop */
-        this.#deflate = stream
-      }
-      const s = stream
-      const job: DeflateJob = { cb, finish }
+      const z = this.#deflate ?? this.#openDeflate()
+      const s = z.stream
+      const job: Job<Error> = { cb, finish }
       this.#deflateJob = job
       s.write(data)
       s.flush(zlibConstants.Z_SYNC_FLUSH, () => {
         if (this.#deflateJob !== job) return // closed, or failed and already answered
         /* c8 ignore start -- see decompress */
         if (s.errored !== null) {
-          this.#deflateJob = null
-          this.#dropDeflate()
-          finish()
-          cb(s.errored, null)
+          this.#failDeflate(s.errored)
           return
         }
         /* c8 ignore stop */
         this.#deflateJob = null
-        const chunks = this.#deflateChunks
-        const length = this.#deflateLength
-        this.#deflateChunks = []
-        this.#deflateLength = 0
+        const length = z.length
+        const chunks = takeChunks(z)
         const joined = chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, length)
         // A sync flush always ends with the empty stored block 00 00 ff ff (RFC 7692 §7.2.1).
         const result = joined.subarray(0, length - 4)
@@ -187,27 +182,9 @@ export class PerMessageDeflate {
         })
         return
       }
-      let stream = this.#inflate
-      if (stream === null) {
-        stream = createInflateRaw({ windowBits: this.#inflateBits })
-        const s = stream
-        s.on('data', (chunk: Buffer) => {
-          const length = this.#inflateLength + chunk.length
-          if (length > this.#maxPayload) {
-            this.#failInflate(inflateError(`Decompressed message exceeds maxPayload (${this.#maxPayload} bytes)`, 1009))
-            return
-          }
-          this.#inflateChunks.push(chunk)
-          this.#inflateLength = length
-        })
-        s.on('error', (err: Error) => {
-          this.#failInflate(inflateError(`Invalid compressed data: ${err.message}`, 1007))
-        })
-        this.#inflate = stream
-        this.#inflateInput = 0
-      }
-      const s = stream
-      const job: InflateJob = { cb, finish }
+      const z = this.#inflate ?? this.#openInflate()
+      const s = z.stream
+      const job: Job<InflateError> = { cb, finish }
       this.#inflateJob = job
       this.#inflateInput += data.length + TRAILER.length
       s.write(data)
@@ -221,12 +198,11 @@ export class PerMessageDeflate {
         }
         /* c8 ignore stop */
         this.#inflateJob = null
-        const result = Buffer.concat(this.#inflateChunks, this.#inflateLength)
-        this.#inflateChunks = []
-        this.#inflateLength = 0
+        const length = z.length
+        const result = Buffer.concat(takeChunks(z), length)
         // A block with BFINAL set ends the zlib stream: further input would be ignored, so start a new one
         // (RFC 7692 §7.2.3.3 allows such a block; the peer cannot then expect its window to carry over).
-        if (s.bytesWritten !== this.#inflateInput) this.#dropInflate()
+        if (s.bytesWritten !== this.#inflateInput) this.#inflate = discard(this.#inflate)
         else if (this.#inflateNoContextTakeover) s.reset()
         finish()
         cb(null, result)
@@ -238,8 +214,8 @@ export class PerMessageDeflate {
   close (): void {
     if (this.#closed) return
     this.#closed = true
-    this.#dropDeflate()
-    this.#dropInflate()
+    this.#deflate = discard(this.#deflate)
+    this.#inflate = discard(this.#inflate)
     this.#inflateJob = null
     this.#deflateJob = null
     for (const lane of [this.#compressLane, this.#decompressLane]) {
@@ -250,32 +226,57 @@ export class PerMessageDeflate {
     }
   }
 
+  /** Our compressor, created on the first message to compress. */
+  #openDeflate (): ZlibStream<DeflateRaw> {
+    const z: ZlibStream<DeflateRaw> = {
+      stream: createDeflateRaw({ level: this.#level, memLevel: this.#memLevel, windowBits: this.#deflateBits }),
+      chunks: [],
+      length: 0
+    }
+    z.stream.on('data', (chunk: Buffer) => {
+      z.chunks.push(chunk)
+      z.length += chunk.length
+    })
+    /* c8 ignore next -- zlib fails to deflate only when out of memory */
+    z.stream.on('error', (err: Error) => this.#failDeflate(err))
+    this.#deflate = z
+    return z
+  }
+
+  /** Our decompressor, created on the first message to decompress (and again after a BFINAL block). */
+  #openInflate (): ZlibStream<InflateRaw> {
+    const z: ZlibStream<InflateRaw> = { stream: createInflateRaw({ windowBits: this.#inflateBits }), chunks: [], length: 0 }
+    z.stream.on('data', (chunk: Buffer) => {
+      const length = z.length + chunk.length
+      if (length > this.#maxPayload) {
+        this.#failInflate(inflateError(`Decompressed message exceeds maxPayload (${this.#maxPayload} bytes)`, 1009))
+        return
+      }
+      z.chunks.push(chunk)
+      z.length = length
+    })
+    z.stream.on('error', (err: Error) => {
+      this.#failInflate(inflateError(`Invalid compressed data: ${err.message}`, 1007))
+    })
+    this.#inflate = z
+    this.#inflateInput = 0
+    return z
+  }
+
+  /* c8 ignore start -- zlib fails to deflate only when out of memory */
+  #failDeflate (err: Error): void {
+    const job = this.#deflateJob
+    this.#deflateJob = null
+    this.#deflate = discard(this.#deflate)
+    failJob(job, err)
+  }
+  /* c8 ignore stop */
+
   #failInflate (err: InflateError): void {
     const job = this.#inflateJob
     this.#inflateJob = null
-    this.#dropInflate()
-    /* c8 ignore next -- the streams only emit while a job is in flight */
-    if (job === null) return
-    job.finish()
-    job.cb(err, null)
-  }
-
-  #dropDeflate (): void {
-    const s = this.#deflate
-    this.#deflateChunks = []
-    this.#deflateLength = 0
-    if (s === null) return
-    this.#deflate = null
-    discardStream(s)
-  }
-
-  #dropInflate (): void {
-    const s = this.#inflate
-    this.#inflateChunks = []
-    this.#inflateLength = 0
-    if (s === null) return
-    this.#inflate = null
-    discardStream(s)
+    this.#inflate = discard(this.#inflate)
+    failJob(job, err)
   }
 
   #enqueue (lane: Lane, task: Task): void {
