@@ -3,10 +3,11 @@
 // server's TCP socket prove the payloads crossed the wire compressed, in both directions.
 import t, { type Test } from 'tap'
 import { existsSync } from 'node:fs'
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import WS from 'ws'
 import { chromium } from 'playwright-core'
-import websocket, { type WebSocket, type PerMessageDeflateOptions } from '../../lib/index.js'
+import type { WebSocket, PerMessageDeflateOptions } from '../../lib/index.js'
+import { buildApp, listen, within } from '../helpers/index.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -14,14 +15,6 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync'
 ]
 t.setTimeout(90_000)
-
-function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
-}
 
 interface Server {
   app: FastifyInstance
@@ -59,21 +52,18 @@ window.run = (url) => new Promise((resolve, reject) => {
 </script>`
 
 async function startServer (t: Test, deflate: boolean | PerMessageDeflateOptions, maxPayload = 1024 * 1024): Promise<Server> {
-  const app = Fastify()
+  const { app } = await buildApp({ origins: () => true, perMessageDeflate: deflate, maxPayload })
   const sockets: WebSocket[] = []
   const closes: Array<[number, string]> = []
-  await app.register(websocket, { ports: 'any', origins: () => true, perMessageDeflate: deflate, maxPayload })
   app.get('/', (_request, reply) => { reply.type('text/html').send(PAGE) })
   app.get('/echo', { websocket: true }, (socket) => {
     sockets.push(socket)
     socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
     socket.on('close', (code, reason) => closes.push([code, reason]))
   })
-  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = await listen(app)
   t.teardown(() => app.close())
-  const address = app.server.address()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return { app, port: address.port, sockets, closes }
+  return { app, port, sockets, closes }
 }
 
 function openWs (t: Test, port: number, options: WS.ClientOptions): Promise<WS> {
