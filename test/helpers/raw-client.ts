@@ -89,11 +89,11 @@ export interface RawHttpOptions {
 /**
  * Write `request` on a fresh connection and read until the server closes it; a 101 resolves as soon as its head
  * arrived (the socket is then destroyed). Rejects if the server has not closed within the deadline (a server that
- * leaves a refused socket open fails the test).
+ * leaves a refused socket open fails the test). The socket is destroyed whatever the outcome.
  */
 export function rawHttp (port: number, request: string | Buffer, opts: RawHttpOptions = {}): Promise<RawResponse> {
+  const socket = connect({ host: '127.0.0.1', port })
   return within(new Promise<RawResponse>((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port })
     const chunks: Buffer[] = []
     let reset = false
     let done = false
@@ -129,7 +129,10 @@ export function rawHttp (port: number, request: string | Buffer, opts: RawHttpOp
     // Let the server end the connection: we half-close only once it did.
     socket.on('end', () => socket.end())
     socket.write(request)
-  }), opts.ms ?? 3000, 'a raw HTTP response and the end of the connection')
+  }), opts.ms ?? 3000, 'a raw HTTP response and the end of the connection').catch((err: unknown) => {
+    socket.destroy()
+    throw err
+  })
 }
 
 export interface RawWsOptions {
@@ -234,7 +237,10 @@ export class RawWs extends EventEmitter {
       const request = opts.request ?? handshake(path, port, opts.headers)
       const bytes = typeof request === 'string' ? Buffer.from(request) : request
       socket.write(opts.head === undefined ? bytes : Buffer.concat([bytes, opts.head]))
-    }), opts.ms ?? 5000, 'the WebSocket handshake')
+    }), opts.ms ?? 5000, 'the WebSocket handshake').catch((err: unknown) => {
+      socket.destroy()
+      throw err
+    })
   }
 
   /** A client on a socket whose handshake the test did itself; `rest` holds the bytes received after the 101 head. */
