@@ -3,6 +3,8 @@
 // response, then is routed; the 'upgrade' listener never throws, and the server keeps serving.
 import t, { type Test } from 'tap'
 import { connect, type Socket } from 'node:net'
+import { IncomingMessage } from 'node:http'
+import { duplexPair } from '../../lib/testing/duplex-pair.js'
 import { buildApp, listen, handshake, delay, within, parseHead, RawWs, rawHttp, guardUnhandled } from '../helpers/index.js'
 
 interface Parsed { status: number, headers: Record<string, string>, body: string }
@@ -199,6 +201,42 @@ t.test('a client that leaves while its pipelined upgrade waits is cleaned up', a
   socket.destroy()
   await delay(100)
   t.equal(app.websocketServer.clients.size, 0, 'nothing was upgraded for it')
+  await stillServing(t, port, true)
+  t.same(guard.errors, [], 'no uncaught exception')
+})
+
+t.test('an app closing while a pipelined upgrade waits: no 101, the connection is closed', async (t) => {
+  const guard = guardUnhandled()
+  t.teardown(guard.stop)
+  const { app } = await buildPipelineApp(true)
+  const port = await listen(app)
+  const exchange = pipeline(t, port, get('/slow', port), handshake('/ws', port), 0, 1)
+  await delay(20) // the /slow handler is running, the upgrade waits behind it
+  const closing = app.close()
+  const ex = await exchange
+  t.same(ex.responses.map((r) => r.status).filter((s) => s !== 200 && s !== 503), [], 'the first response, then a 503 or nothing')
+  t.notOk(ex.responses.some((r) => r.status === 101), 'never upgraded')
+  t.equal(ex.ended, true)
+  await within(closing, 3000, 'app.close()')
+  t.same(guard.errors, [], 'no uncaught exception')
+})
+
+t.test("a fault in one of the upgrade listener's steps destroys that connection, logged, and nothing throws", async (t) => {
+  const guard = guardUnhandled()
+  t.teardown(guard.stop)
+  const { app, logs } = await buildPipelineApp(true)
+  const port = await listen(app)
+  t.teardown(() => app.close())
+  // An 'upgrade' whose request the router cannot take (no url): Fastify's routing throws.
+  const [client, server] = duplexPair()
+  const req = new IncomingMessage(server as unknown as Socket)
+  req.method = 'GET'
+  req.headers = { host: 'localhost', upgrade: 'websocket', connection: 'Upgrade' }
+  ;(req as { url?: string }).url = undefined
+  t.doesNotThrow(() => app.server.emit('upgrade', req, server, Buffer.alloc(0)), 'the listener does not throw')
+  await within(new Promise<void>((resolve) => { if (client.destroyed) resolve(); else client.once('close', () => resolve()) }), 1000, 'destroyed')
+  t.equal(server.destroyed, true, 'that connection is destroyed')
+  t.equal(logs.find('WebSocket upgrade failed', 50).length, 1, 'logged once at error')
   await stillServing(t, port, true)
   t.same(guard.errors, [], 'no uncaught exception')
 })

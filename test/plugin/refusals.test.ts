@@ -181,3 +181,27 @@ t.test('an upgrade request with a body is refused with 400, its body never parse
   t.equal(ok.status, 101, 'Content-Length: 0 is accepted')
   t.same(guard.errors, [], 'no uncaught exception')
 })
+
+t.test('a client that leaves while the hooks run is not upgraded, not counted, and forgotten by the timer', async (t) => {
+  const { app, logs } = await buildApp({ maxConnections: 1, handshakeTimeout: 300 })
+  app.get('/ws', { websocket: true, onRequest: async () => { await delay(100) } }, (socket) => { socket.send('hi') })
+  const port = await listen(app)
+  t.teardown(() => app.close())
+  for (const leave of ['end', 'destroy', 'reset'] as const) {
+    const client = connect({ host: '127.0.0.1', port })
+    client.on('error', () => {})
+    await within(new Promise((resolve) => client.once('connect', resolve)), 1000, 'connect')
+    client.write(handshake('/ws', port))
+    await delay(20)
+    if (leave === 'end') client.end()
+    else if (leave === 'destroy') client.destroy()
+    else client.resetAndDestroy()
+    await delay(150)
+    t.equal(app.websocketServer.clients.size, 0, `${leave}: nothing upgraded or counted`)
+  }
+  t.equal(logs.find('WebSocket upgrade abandoned').length, 3, 'each logged once')
+  await delay(400)
+  t.same(logs.find('handshakeTimeout'), [], 'no timeout warning for them')
+  const ok = await openWs(t, port, '/ws')
+  t.equal(ok.status, 101, 'the single slot (maxConnections: 1) is free')
+})
