@@ -15,6 +15,7 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp, defaultOrigins, MAX_FRAME_BYTES, optionsFromEnv, start } from '../../example-app/server.js'
 import { HISTORY_SIZE, MAX_TEXT_LENGTH } from '../../example-app/chat.js'
 import type { ServerMessage } from '../../example-app/chat.js'
+import { within as withTimeout, delay as sleep } from '../helpers/index.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -30,16 +31,6 @@ t.setTimeout(120_000)
 
 // ---------------------------------------------------------------------------
 // helpers
-
-function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** A port that was free a moment ago (the port policy needs it before listen). */
 async function freePort (): Promise<number> {
