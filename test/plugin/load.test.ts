@@ -6,7 +6,7 @@ import t from 'tap'
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import {
-  buildApp, listen, RawWs, envInt, settledMemory, handleCounts, waitFor, within, guardUnhandled, delay, mib, MiB
+  buildApp, listen, RawWs, frame, envInt, settledMemory, handleCounts, waitFor, within, guardUnhandled, delay, mib, MiB
 } from '../helpers/index.js'
 
 const IDLE = envInt('FST_WS_LOAD_CONNECTIONS', 2000)
@@ -134,17 +134,10 @@ function body (client: number, seq: number): Buffer {
   return Buffer.from(seq % 97 === 0 ? head + 'x'.repeat(1000) : head)
 }
 
+const LOAD_MASK = Buffer.from([0x12, 0x34, 0x56, 0x78])
+
 function frameFor (opcode: number, payload: Buffer): Buffer {
-  const len = payload.length
-  const ext = len < 126 ? 0 : 2
-  const out = Buffer.allocUnsafe(6 + ext + len)
-  out[0] = 0x80 | opcode
-  out[1] = 0x80 | (ext === 0 ? len : 126)
-  if (ext === 2) out.writeUInt16BE(len, 2)
-  const key = [0x12, 0x34, 0x56, 0x78]
-  out.set(key, 2 + ext)
-  for (let i = 0; i < len; i++) out[6 + ext + i] = payload[i]! ^ key[i & 3]!
-  return out
+  return frame(opcode, payload, { mask: LOAD_MASK })
 }
 
 t.test(`app.close() while ${CLOSE_CLIENTS} clients are sending: all get Close 1001, shutdown within closeTimeout + 3 s`, async (t) => {

@@ -73,12 +73,7 @@ function report (t: Test, what: string, g: Growth): void {
 
 /** A masked header announcing `length` (64-bit form), without any payload. */
 function header64 (opcode: number, length: bigint, fin = true): Buffer {
-  const b = Buffer.alloc(14)
-  b[0] = (fin ? 0x80 : 0) | opcode
-  b[1] = 0x80 | 127
-  b.writeBigUInt64BE(length, 2)
-  b.writeUInt32BE(0x11223344, 10)
-  return b
+  return frame(opcode, Buffer.alloc(0), { fin, lengthCode: 127, extendedLength: length, mask: Buffer.from([0x11, 0x22, 0x33, 0x44]) })
 }
 
 t.test('a 2^62 length closes with 1009 before any buffering (arrayBuffers growth < 4 MiB, RSS < 32 MiB)', async (t) => {
