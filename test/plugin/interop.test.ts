@@ -1,6 +1,6 @@
 // Interoperability with real clients: the `ws` package, and the WHATWG WebSocket (undici) that Node ships.
 // Node 20 exposes globalThis.WebSocket only behind --experimental-websocket, so that client runs in a child process.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import type { IncomingMessage } from 'node:http'
 import WebSocketClient from 'ws'
@@ -9,7 +9,7 @@ import { buildApp, listen, within, waitFor } from '../helpers/index.js'
 
 interface ServerLog { messages: Array<{ data: string, isBinary: boolean }>, closes: Array<[number, string]>, protocols: string[] }
 
-async function echoServer (t: { teardown (fn: () => unknown): void }) {
+async function echoServer (t: Test) {
   const { app } = await buildApp()
   const log: ServerLog = { messages: [], closes: [], protocols: [] }
   const handler = (socket: WebSocket) => {
