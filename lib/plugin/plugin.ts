@@ -6,7 +6,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { resolveOptions, DEFAULTS, type WebSocketPluginOptions } from './options.js'
 import { compileTrust } from '../http/ports.js'
-import { WebSocketServer } from './server.js'
+import { createWebSocketServer } from './server.js'
 import { ConnectionRegistry } from './registry.js'
 import { assertAllServed } from './route-guard.js'
 import { MemoryTopics } from './topics.js'
@@ -28,7 +28,7 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   }
   const registry = new ConnectionRegistry(base.maxConnections)
   const broker = topics ?? new MemoryTopics()
-  const server = new WebSocketServer(broker, registry.clients)
+  const server = createWebSocketServer(broker, registry.clients)
   const state: PluginState = { registry, topics: broker, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const timer = base.handshakeTimeout > 0
     ? new HandshakeTimer(base.handshakeTimeout, (pending) => {

@@ -16,16 +16,22 @@ export interface PublishOptions {
   except?: WebSocket
 }
 
+let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>) => WebSocketServer
+
 export class WebSocketServer {
   /** Every open socket this plugin accepted. */
   readonly clients: ReadonlySet<WebSocket>
   /** Where topic subscriptions live. */
   readonly topics: TopicBroker
 
-  /** Created by the plugin: `clients` is the live set of its connection registry. */
-  constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>) {
+  /** Created by the plugin only (createWebSocketServer): `clients` is the live set of its connection registry. */
+  private constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>) {
     this.clients = clients
     this.topics = topics
+  }
+
+  static {
+    create = (topics, clients) => new WebSocketServer(topics, clients)
   }
 
   /**
@@ -45,4 +51,9 @@ export class WebSocketServer {
   subscriberCount (topic: string): number {
     return this.topics.subscriberCount(topic)
   }
+}
+
+/** The plugin's way to make `app.websocketServer` (not re-exported by the package). */
+export function createWebSocketServer (topics: TopicBroker, clients: ReadonlySet<WebSocket>): WebSocketServer {
+  return create(topics, clients)
 }
