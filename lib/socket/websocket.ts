@@ -179,9 +179,17 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       }
       const socket = conn.socket
       if (socket.writableEnded) {
-        // Closing: nothing more may be written, wait for what is buffered to finish.
-        socket.once('finish', () => resolve())
-        socket.once('close', () => reject(new FST_WS_NOT_OPEN(String(CLOSED))))
+        // Closing: nothing more may be written, wait for what is buffered to finish (or the socket to go).
+        const onFinish = (): void => {
+          socket.removeListener('close', onClose)
+          resolve()
+        }
+        const onClose = (): void => {
+          socket.removeListener('finish', onFinish)
+          reject(new FST_WS_NOT_OPEN(String(CLOSED)))
+        }
+        socket.once('finish', onFinish)
+        socket.once('close', onClose)
         return
       }
       // Through the connection, so that messages still waiting for compression are waited for too.

@@ -34,7 +34,17 @@ function storedMessage (data: Buffer): Buffer {
 async function writeAll (socket: Socket, chunks: Iterable<Buffer>): Promise<void> {
   for (const c of chunks) {
     if (socket.destroyed) return
-    if (!socket.write(c)) await new Promise<void>((resolve) => { socket.once('drain', resolve); socket.once('close', resolve) })
+    if (!socket.write(c)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          socket.removeListener('drain', done)
+          socket.removeListener('close', done)
+          resolve()
+        }
+        socket.once('drain', done)
+        socket.once('close', done)
+      })
+    }
   }
 }
 
