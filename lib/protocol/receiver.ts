@@ -32,8 +32,12 @@ export interface ReceiverHost {
   onBacklog (bytes: number): void
 }
 
-/** The first allocation for a frame that spans chunks, unless the frame is smaller: grown as its bytes arrive. */
-const FIRST_PAYLOAD_ALLOCATION = 16 * 1024
+/**
+ * The most reserved up front for a frame that spans reads (one socket read's worth); a larger frame grows as its
+ * bytes arrive. A frame up to this size is allocated whole at once: growing it would copy it again (64 KiB echo
+ * lost 14% of its throughput to that with a 16 KiB start).
+ */
+const FIRST_PAYLOAD_ALLOCATION = 64 * 1024
 
 const HEADER = 0
 const PAYLOAD = 1
