@@ -357,13 +357,15 @@ t.test('Sender.end() behind a message being compressed: the frame, then the queu
 // ---- frames that span reads ----
 
 t.test('a masked text frame of 4-byte characters spanning reads, cut around every allocation boundary: delivered intact, UTF-8 checked across cuts', async (t) => {
-  const text = '\u{1F600}'.repeat(10_000) // 40,000 bytes, every 4th byte starts a character
+  // 160,000 bytes (every 4th byte starts a character): past the first allocation (16 KiB, 64 KiB since ca54401),
+  // so the buffer grows at least twice while the frame arrives.
+  const text = '\u{1F600}'.repeat(40_000)
   const payload = Buffer.from(text)
   const bytes = frame(0x1, payload, { mask: Buffer.from([0xa1, 0xb2, 0xc3, 0xd4]) })
   const header = bytes.length - payload.length
   const cuts = new Set<number>()
   for (let k = 1; k <= header + 3; k++) cuts.add(k)
-  for (const boundary of [16 * 1024, 32 * 1024, payload.length]) {
+  for (const boundary of [16 * 1024, 32 * 1024, 64 * 1024, 128 * 1024, payload.length]) {
     for (let d = -5; d <= 5; d++) cuts.add(header + boundary + d)
   }
   // The expected message, as RecordingHost describes payloads (length and checksum).
