@@ -65,6 +65,10 @@ export const FST_WS_TOPIC_LIMIT = createError<[string]>(
 export const FST_WS_PLUGIN_MISSING = createError<[string]>(
   'FST_WS_PLUGIN_MISSING', 'WebSocket route %s is registered where fastify-rfc6455 is not: register the plugin in this context or a parent of it, before the route', 500, TypeError)
 
+/** The plugin is registered in a context where an ancestor context already registered it. */
+export const FST_WS_ALREADY_REGISTERED = createError(
+  'FST_WS_ALREADY_REGISTERED', 'fastify-rfc6455 is already registered in a parent context: register it once, at the top of the tree that holds your WebSocket routes (route options override its options per route)', 500, TypeError)
+
 /* Errors emitted on a socket ('error' event) when the connection fails. */
 export const FST_WS_PROTOCOL_ERROR = createError<[string]>(
   'FST_WS_PROTOCOL_ERROR', 'Protocol error: %s', 500)

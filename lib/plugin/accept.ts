@@ -105,8 +105,9 @@ export function handleUpgrade (attempt: UpgradeAttempt): FastifyReply | Promise<
 
 function accept (attempt: UpgradeAttempt): FastifyReply | undefined {
   const { request, reply, pending, route, plugin } = attempt
-  if (pending.socket.destroyed || pending.socket.readableEnded) {
-    // The peer left (or half-closed) while the hooks ran: nobody to upgrade, nothing to count.
+  if (pending.socket.destroyed) {
+    // The peer left while the hooks ran: nobody to upgrade, nothing to count. (A peer that only half-closed
+    // may still read our answer: it is upgraded, and the connection finishes its side at once.)
     request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
     reply.hijack()
     abandonUpgrade(pending)

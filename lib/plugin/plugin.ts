@@ -15,11 +15,13 @@ import { HandshakeTimer } from './handshake-timer.js'
 import { createOnRoute } from './route.js'
 import { injectWS, type InjectWSOptions } from '../testing/inject.js'
 import type { PluginState } from './accept.js'
-import { FST_WS_INVALID_OPTION } from '../errors.js'
+import { FST_WS_INVALID_OPTION, FST_WS_ALREADY_REGISTERED } from '../errors.js'
 import { fastifyTrustProxy } from './trust-proxy.js'
 import './route-types.js'
 
 export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastifyRfc6455 (fastify, options) {
+  // A second registration below the first would wrap the same routes twice (and shadow the server object).
+  if (fastify.hasDecorator('websocketServer')) throw new FST_WS_ALREADY_REGISTERED()
   const base = resolveOptions(options, DEFAULTS, '', false)
   const topics = (options as WebSocketPluginOptions).topics
   if (topics !== undefined && (typeof topics !== 'object' || topics === null || typeof topics.publish !== 'function' ||

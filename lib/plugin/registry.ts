@@ -32,6 +32,8 @@ export class ConnectionRegistry {
   readonly #sockets = new Set<WebSocket>()
   readonly #maxConnections: number
   #closing = false
+  /** Set by closeAll(): resolves once the last socket has been released. */
+  #drained: (() => void) | null = null
 
   constructor (maxConnections: number) {
     this.#maxConnections = maxConnections
@@ -49,12 +51,13 @@ export class ConnectionRegistry {
 
   /** A route's slot, created once when the route is registered. */
   route (maxConnections: number): RouteSlot {
-    const sockets = this.#sockets
     const slot: CountedSlot = {
       maxConnections,
       open: 0,
-      release (socket: WebSocket): void {
-        if (sockets.delete(socket)) slot.open--
+      release: (socket: WebSocket): void => {
+        if (!this.#sockets.delete(socket)) return
+        slot.open--
+        if (this.#sockets.size === 0 && this.#drained !== null) this.#drained()
       }
     }
     return slot
@@ -77,12 +80,11 @@ export class ConnectionRegistry {
   /** Refuse new upgrades, close every socket with 1001 and resolve once all are closed (each is destroyed after its closeTimeout). */
   closeAll (): Promise<void> {
     this.#closing = true
-    const pending: Promise<void>[] = []
-    for (const socket of this.#sockets) {
-      if (socket.readyState === socket.CLOSED) continue
-      pending.push(new Promise((resolve) => socket.once('close', () => resolve())))
-      socket.close(1001, 'Server shutting down')
-    }
-    return Promise.all(pending).then(() => undefined)
+    if (this.#sockets.size === 0) return Promise.resolve()
+    // Released by the sockets themselves as they close (before their 'close' listeners run, so a throwing
+    // user listener cannot hold shutdown up).
+    const drained = new Promise<void>((resolve) => { this.#drained = resolve })
+    for (const socket of [...this.#sockets]) socket.close(1001, 'Server shutting down')
+    return drained
   }
 }

@@ -25,6 +25,8 @@ export interface ConnectionHooks<Owner> {
   /** The connection failed (protocol violation, limit, heartbeat): it is already closing. */
   error (owner: Owner, err: ClosingError): void
   drain (owner: Owner): void
+  /** A user's send/ping/pong/flush callback threw. */
+  callbackError (owner: Owner, err: unknown): void
   /** Exactly once, when the TCP connection is gone. */
   close (owner: Owner, code: number, reason: string): void
 }
@@ -80,6 +82,7 @@ export class Connection<Owner = unknown> implements ReceiverHost {
   /** The peer half-closed while a message was still inflating: finish once the parser has caught up. */
   private peerEnded = false
   private ending = false
+  private discarded = 0
 
   constructor (socket: Duplex, owner: Owner, hooks: ConnectionHooks<Owner>, options: ConnectionOptions) {
     const deflate = options.deflate
@@ -123,8 +126,19 @@ export class Connection<Owner = unknown> implements ReceiverHost {
   /** Keep a message for a consumer that is not consuming yet; reading pauses past inboundHighWaterMark. */
   hold (data: Buffer, isBinary: boolean): void {
     const held = this.held ?? (this.held = new HeldMessages())
+    if (this.closeSent && held.bytes > this.options.inboundHighWaterMark) {
+      // Only once our Close is out does reading go on past the mark (to reach the peer's Close, behind
+      // whatever it sent meanwhile); what arrives then, beyond the mark, is dropped, not held.
+      this.discarded++
+      return
+    }
     held.push(data, isBinary)
-    if (held.bytes > this.options.inboundHighWaterMark) this.pause(PAUSE_HELD)
+    if (held.bytes > this.options.inboundHighWaterMark && !this.closeSent) this.pause(PAUSE_HELD)
+  }
+
+  /** Messages dropped because they arrived past inboundHighWaterMark after our Close was sent. */
+  get discardedCount (): number {
+    return this.discarded
   }
 
   /** The oldest held message, if any; reading resumes once half of the bound is free again. */
@@ -295,9 +309,15 @@ export class Connection<Owner = unknown> implements ReceiverHost {
     this.fail(closingError(new FST_WS_DEFLATE_ERROR(err.message), 1011))
   }
 
+  onCallbackError (err: unknown): void {
+    this.hooks.callbackError(this.owner, err)
+  }
+
   private sendClose (payload: Buffer): void {
     this.closeSent = true
     this.sender.sendControl(OPCODE_CLOSE, payload)
+    // A consumer that is not consuming must not keep us from reading the peer's answer to our Close.
+    this.resume(PAUSE_HELD)
   }
 
   /**
@@ -357,8 +377,8 @@ export class Connection<Owner = unknown> implements ReceiverHost {
     if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer)
     this.closeTimer = this.drainTimer = this.heartbeatTimer = null
     this.socket.removeListener('data', socketOnData)
-    if (this.sender.hasQueued) this.sender.abort(new Error('WebSocket closed before the message was sent'))
     if (this.deflate !== null) this.deflate.close()
+    if (this.sender.hasQueued) this.sender.abort(new Error('WebSocket closed before the message was sent'))
     this.hooks.close(this.owner, this.closeCode, this.closeReason)
   }
 
@@ -372,6 +392,8 @@ export class Connection<Owner = unknown> implements ReceiverHost {
     const hb = self.options.heartbeat!
     if (self.readyState !== OPEN) return
     if (self.awaitingPong && !self.active) {
+      // CLOSING before the error is reported, as in fail(): a listener's send() must see a socket that is going.
+      self.readyState = CLOSING
       self.hooks.error(self.owner, closingError(new FST_WS_HEARTBEAT_TIMEOUT(hb.timeout), 1006))
       self.terminate()
       return

@@ -418,6 +418,10 @@ export class Receiver {
     if (this.queuedHead === queued.length) {
       this.queued = []
       this.queuedHead = 0
+    } else if (this.queuedHead > 1024 && this.queuedHead * 2 > queued.length) {
+      // A peer that keeps the backlog from ever emptying must not grow the array by a slot per read.
+      this.queued = queued.slice(this.queuedHead)
+      this.queuedHead = 0
     }
     this.host.onBacklog(this.queuedBytes)
   }

@@ -33,14 +33,24 @@ function nextMask (): Buffer {
 }
 
 /**
- * Node calls a write callback with no error when the socket was destroyed while the write was in flight
- * (a peer that vanished mid-send): report that as the failure it is. Only sends that pass a callback pay for this.
+ * The one way a user's write callback is called. Node calls a write callback with no error when the socket was
+ * destroyed while the write was in flight (a peer that vanished mid-send): that is reported as the failure it is.
+ * A callback that throws is reported to the host instead of unwinding through Node's stream machinery (where it
+ * would be an uncaught exception). Only sends that pass a callback pay for this.
  */
-function guarded (socket: Duplex, cb: WriteCallback | undefined): WriteCallback | undefined {
+function guarded (sender: Sender, cb: WriteCallback | undefined): WriteCallback | undefined {
   if (cb === undefined) return undefined
   return (err) => {
-    if ((err === undefined || err === null) && socket.destroyed) err = new Error('WebSocket closed before the message was sent')
+    if ((err === undefined || err === null) && sender.socketDestroyed) err = new Error('WebSocket closed before the message was sent')
+    callSafely(sender, cb, err)
+  }
+}
+
+function callSafely (sender: Sender, cb: WriteCallback, err: Error | null | undefined): void {
+  try {
     cb(err)
+  } catch (thrown) {
+    sender.reportCallbackError(thrown)
   }
 }
 
@@ -107,6 +117,8 @@ function uncorkAll (): void {
 
 export interface SenderHost {
   onSendError (err: Error): void
+  /** A user's write callback threw. */
+  onCallbackError (err: unknown): void
 }
 
 const KIND_FRAME = 0
@@ -158,6 +170,16 @@ export class Sender {
     this.socket.uncork()
   }
 
+  /** @internal For guarded(): whether the socket is gone. */
+  get socketDestroyed (): boolean {
+    return this.socket.destroyed
+  }
+
+  /** @internal For callSafely(): a user's write callback threw. */
+  reportCallbackError (err: unknown): void {
+    if (this.host !== null) this.host.onCallbackError(err)
+  }
+
   /** Whether messages wait behind a compression. */
   get hasQueued (): boolean {
     return this.queue.length > 0
@@ -182,7 +204,7 @@ export class Sender {
     out.write(text, hl)
     if (mask !== null) applyMask(out, mask, hl, out.length)
     this.batch()
-    return this.socket.write(out, guarded(this.socket, cb))
+    return this.socket.write(out, guarded(this, cb))
   }
 
   /** Send one whole data message (text or binary), compressing it when negotiated and large enough. */
@@ -222,7 +244,7 @@ export class Sender {
   /** Call `cb` once everything sent so far, including messages still waiting for compression, is written. */
   flush (cb: WriteCallback): void {
     if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_RAW, cb })
-    else this.socket.write(EMPTY_BUFFER, cb)
+    else this.socket.write(EMPTY_BUFFER, guarded(this, cb))
   }
 
   /** Half-close the socket after everything queued so far (messages waiting for compression included). */
@@ -233,7 +255,7 @@ export class Sender {
 
   /** Write one frame now. */
   frame (opcode: number, data: Buffer, fin: boolean, rsv1: boolean, cb?: WriteCallback): boolean {
-    cb = guarded(this.socket, cb)
+    cb = guarded(this, cb)
     this.batch()
     const length = data.length
     const mask = this.masked ? nextMask() : null
@@ -257,7 +279,7 @@ export class Sender {
     const queue = this.queue
     this.queue = []
     this.queuedBytes = 0
-    for (const item of queue) if (item.cb !== undefined) item.cb(err)
+    for (const item of queue) if (item.cb !== undefined) callSafely(this, item.cb, err)
   }
 
   private next (): void {
@@ -270,7 +292,7 @@ export class Sender {
       }
       this.queue.shift()
       this.queuedBytes -= item.data.length
-      if (item.kind === KIND_RAW) this.socket.write(item.data, item.cb)
+      if (item.kind === KIND_RAW) this.socket.write(item.data, guarded(this, item.cb))
       else if (item.kind === KIND_END) {
         if (!this.socket.writableEnded) this.socket.end()
       } else this.frame(item.opcode, item.data, true, false, item.cb)
@@ -286,14 +308,14 @@ export class Sender {
     if (err !== null || data === null) {
       this.compressing = false
       const error = err ?? new Error('compression failed')
-      if (item.cb !== undefined) item.cb(error)
+      if (item.cb !== undefined) callSafely(this, item.cb, error)
       // What waited behind it is not sent (the connection fails), but a requested end still happens.
       const rest = this.queue
       this.queue = []
       this.queuedBytes = 0
       for (const r of rest) {
         if (r.kind === KIND_END) this.end()
-        else if (r.cb !== undefined) r.cb(error)
+        else if (r.cb !== undefined) callSafely(this, r.cb, error)
       }
       if (this.host !== null) this.host.onSendError(error)
       return

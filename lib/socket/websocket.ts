@@ -102,7 +102,8 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   readonly #ctx: SocketContext
   readonly #log: SocketLog
   #iterating = false
-  #waiter: ((result: IteratorResult<IteratedMessage>) => void) | null = null
+  /** Pending next() calls of async iteration, oldest first (a caller may call next() again before one settles). */
+  #waiters: Array<(result: IteratorResult<IteratedMessage>) => void> | null = null
   #subscribed: Set<string> | null = null
   #closed = false
 
@@ -124,6 +125,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       pong: (ws, data) => { if (ws.listenerCount('pong') > 0) ws.#emitSafely('pong', data) },
       error: (ws, err) => ws.#onError(err),
       drain: (ws) => { ws.#emitSafely('drain') },
+      callbackError: (ws, err) => ws.#failFromUser(err, 'send callback threw'),
       close: (ws, code, reason) => ws.#onClose(code, reason)
     }
     connectionOf = (ws) => ws.#conn
@@ -277,15 +279,13 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       const item = this.#conn.takeHeld()
       if (item !== undefined) return Promise.resolve({ value: item.isBinary ? item.data : item.data.toString(), done: false })
       if (this.#closed || !this.#iterating) return Promise.resolve({ value: undefined, done: true })
-      return new Promise((resolve) => { this.#waiter = resolve })
+      return new Promise((resolve) => { (this.#waiters ??= []).push(resolve) })
     }
     const iterator: AsyncIterableIterator<IteratedMessage> = {
       next,
       return: (): Promise<IteratorResult<IteratedMessage>> => {
         this.#iterating = false
-        const waiter = this.#waiter
-        this.#waiter = null
-        if (waiter !== null) waiter({ value: undefined, done: true })
+        this.#endWaiters()
         if (this.listenerCount('message') > 0) scheduleFlush(this)
         return Promise.resolve({ value: undefined, done: true })
       },
@@ -298,10 +298,9 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   #onMessage (data: Buffer, isBinary: boolean): void {
     const conn = this.#conn
     if (this.#iterating) {
-      const waiter = this.#waiter
-      if (waiter !== null && conn.heldCount === 0) {
-        this.#waiter = null
-        waiter({ value: isBinary ? data : data.toString(), done: false })
+      const waiters = this.#waiters
+      if (waiters !== null && waiters.length > 0 && conn.heldCount === 0) {
+        waiters.shift()!({ value: isBinary ? data : data.toString(), done: false })
         return
       }
     } else if (conn.heldCount === 0 && this.listenerCount('message') > 0) {
@@ -327,12 +326,22 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     }
   }
 
-  /** An event other than 'message' and 'error': a throwing listener is a failed listener, not a crash. */
+  /**
+   * An event other than 'message' and 'error': every listener is called, in order, even when one before it
+   * throws or rejects (each failure is reported on its own), so one faulty listener cannot keep the others
+   * (the application's bookkeeping, a test's assertions) from hearing of a close.
+   */
   #emitSafely (event: 'ping' | 'pong' | 'drain' | 'close', ...args: [Buffer] | [] | [number, string]): void {
-    try {
-      (emit as (this: WebSocket, event: string, ...args: unknown[]) => boolean).call(this, event, ...args)
-    } catch (err) {
-      this.#failFromUser(err, `${event} listener threw`)
+    const listeners = this.rawListeners(event) as Array<(...a: unknown[]) => unknown>
+    for (let i = 0; i < listeners.length; i++) {
+      try {
+        const result = listeners[i]!.apply(this, args)
+        if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+          (result as Promise<unknown>).then(undefined, (err: unknown) => this.#failFromUser(err, `${event} listener rejected`))
+        }
+      } catch (err) {
+        this.#failFromUser(err, `${event} listener threw`)
+      }
     }
   }
 
@@ -359,16 +368,28 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     this.#closed = true
     if (this.#ctx.release !== null) this.#ctx.release(this)
     const topics = this.#subscribed
-    if (topics !== null && this.#ctx.topics !== null) {
+    const hub = this.#ctx.topics
+    if (topics !== null && hub !== null) {
       this.#subscribed = null
-      for (const topic of topics) this.#ctx.topics.unsubscribe(this, topic)
+      for (const topic of topics) {
+        // A broker that fails (a custom one, a lost connection) must not stop the others nor the close.
+        try {
+          hub.unsubscribe(this, topic)
+        } catch (err) {
+          this.#log.error({ err, topic }, 'WebSocket topic broker failed to unsubscribe a closed socket')
+        }
+      }
     }
-    const waiter = this.#waiter
-    if (waiter !== null && this.#conn.heldCount === 0) {
-      this.#waiter = null
-      waiter({ value: undefined, done: true })
-    }
+    if (this.#conn.heldCount === 0) this.#endWaiters()
     this.#emitSafely('close', code, reason)
+  }
+
+  /** Settle every pending next() as done. */
+  #endWaiters (): void {
+    const waiters = this.#waiters
+    if (waiters === null) return
+    this.#waiters = null
+    for (const waiter of waiters) waiter({ value: undefined, done: true })
   }
 }
 

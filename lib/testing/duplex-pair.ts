@@ -21,7 +21,8 @@ class End extends Duplex {
   override _write (chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     const peer = this.peer
     if (peer === null || peer.destroyed) {
-      callback()
+      // As over TCP: writing to a peer that is gone fails (the stream then errors and closes).
+      callback(Object.assign(new Error('write EPIPE: the other end of the in-memory connection is gone'), { code: 'EPIPE' }))
       return
     }
     // Honour the reader's backpressure: hold our callback until it asks for more.
@@ -37,10 +38,16 @@ class End extends Duplex {
   override _destroy (err: Error | null, callback: (err: Error | null) => void): void {
     const peer = this.peer
     this.peer = null
+    // A write of the peer's that waited for us to read: we never will; let it complete (its bytes are gone,
+    // as over TCP).
+    const blocked = this.pendingCallback
+    this.pendingCallback = null
+    if (blocked !== null) blocked()
     if (peer !== null && !peer.destroyed) {
+      // The peer still reads what it had received (as over TCP, where those bytes are already in its buffer),
+      // then sees end of stream; it closes itself once it has finished its side.
       peer.peer = null
       peer.push(null)
-      peer.destroy()
     }
     callback(err)
   }

@@ -4,8 +4,8 @@
  * registry, the handshake timer, app.close() with sockets and handshakes in every state, the socket's listeners
  * and iterator, and the topic broker behind a socket.
  *
- * Each test is one attack. A test that passes states a guarantee; a test marked `todo: 'defect: ...'` reproduces
- * a defect found by this review (it fails today and keeps the suite green until lib/ is fixed).
+ * Each test is one attack and states a guarantee. Those titled 'fixed: ...' reproduced a defect this review found
+ * (they failed before the fix that followed it).
  */
 import t, { type Test } from 'tap'
 import { connect, type Socket } from 'node:net'
@@ -21,13 +21,6 @@ import {
 
 // ---- helpers of this file ----
 
-/**
- * The options of a test that reproduces a defect: `{ todo: 'defect: ...' }`, so the suite stays green until it is
- * fixed. With ADVERSARIAL_DEFECTS=1 in the environment these tests run as ordinary tests (and fail until fixed).
- */
-function defect (what: string): { todo?: string } {
-  return process.env.ADVERSARIAL_DEFECTS === '1' ? {} : { todo: 'defect: ' + what }
-}
 
 /**
  * Watch every HandshakeTimer the plugin creates (its `pending` set is private to the class, so the test reads it
@@ -172,7 +165,7 @@ t.test('pipelined: GET, upgrade, three frames and a Close in one write: 200, 101
   assertNoUnhandled(t, guard)
 })
 
-t.test('defect: upgrade, frames, Close and FIN in one write: answered when the hooks are synchronous, silently dropped when the upgrade waits (pipelined or async hook)', defect('accept.ts treats socket.readableEnded (a half-close after the request) as a peer that left; whether the FIN is seen first depends only on timing, and the peer gets no answer at all'), async (t) => {
+t.test('fixed: upgrade, frames, Close and FIN in one write: answered when the hooks are synchronous, silently dropped when the upgrade waits (pipelined or async hook)', async (t) => {
   const guard = noUnhandled(t)
   const { port } = await echoApp(t)
   const tail = Buffer.concat([frame(0x1, 'a'), closeFrame(1000)])
@@ -512,7 +505,7 @@ t.test('app.close() while a hook never finishes: the handshake timer still gives
   assertNoUnhandled(t, guard)
 })
 
-t.test('defect: a \'close\' listener that throws stops app.close() from ever resolving', defect('registry.closeAll waits on a \'close\' listener that a throwing user listener before it keeps from running (websocket.ts #emitSafely)'), async (t) => {
+t.test('fixed: a \'close\' listener that throws stops app.close() from ever resolving', async (t) => {
   const guard = noUnhandled(t)
   // Today app.close() waits until Fastify's pluginTimeout gives up on the preClose hook (10 s by default, then it
   // rejects with AVV_ERR_PLUGIN_TIMEOUT; forever with pluginTimeout: 0). 1 s here keeps the failing run short.
@@ -665,7 +658,7 @@ t.test('an async iterator never pulled: messages, Close and FIN in one write; pu
   assertNoUnhandled(t, guard)
 })
 
-t.test('defect: two next() calls on the async iterator before a message arrives: the first promise never settles', defect('websocket.ts next() keeps one #waiter; a second pending next() overwrites the first, whose promise never settles and whose message goes to the second'), async (t) => {
+t.test('fixed: two next() calls on the async iterator before a message arrives: the first promise never settles', async (t) => {
   const { app } = await buildApp({})
   let results: unknown = null
   app.get('/ws', { websocket: true }, async (socket) => {
@@ -684,7 +677,7 @@ t.test('defect: two next() calls on the async iterator before a message arrives:
   client.terminate()
 })
 
-t.test('defect: a socket paused for a consumer that does not consume never reads the peer\'s Close: 1006 after closeTimeout', defect('connection.ts close() keeps PAUSE_HELD, so the peer\'s Close reply is never read; the socket is destroyed at closeTimeout and reports 1006'), async (t) => {
+t.test('fixed: a socket paused for a consumer that does not consume never reads the peer\'s Close: 1006 after closeTimeout', async (t) => {
   const { app } = await buildApp({ inboundHighWaterMark: 16 * 1024, closeTimeout: 1500 })
   let server: WebSocket | null = null
   const closes: number[] = []
@@ -710,7 +703,7 @@ t.test('defect: a socket paused for a consumer that does not consume never reads
 
 // ---- hand-offs to user code: send callbacks and the topic broker ----
 
-t.test('defect: a send callback that throws while the socket closes with a message queued behind compression skips \'close\' and the release', defect('connection.ts onSocketClose calls sender.abort() (user callbacks) before deflate.close() and hooks.close: a throwing callback skips both, the socket stays counted and its zlib streams are never closed'), async (t) => {
+t.test('fixed: a send callback that throws while the socket closes with a message queued behind compression skips \'close\' and the release', async (t) => {
   const guard = noUnhandled(t)
   const { app } = await buildApp({ perMessageDeflate: { threshold: 0, level: 9 } })
   const closes: number[] = []
@@ -734,7 +727,7 @@ t.test('defect: a send callback that throws while the socket closes with a messa
   t.equal(guard.errors.length <= 1, true, 'at most the callback\'s own error reaches the process')
 })
 
-t.test('defect: a TopicBroker whose unsubscribe() throws on close crashes the process from the socket\'s \'close\' event', defect('websocket.ts #onClose calls ctx.topics.unsubscribe() unguarded: a throwing broker escapes the net socket\'s \'close\' listener as an uncaught exception and \'close\' is never emitted'), async (t) => {
+t.test('fixed: a TopicBroker whose unsubscribe() throws on close crashes the process from the socket\'s \'close\' event', async (t) => {
   const guard = noUnhandled(t)
   class FailingBroker extends MemoryTopics {
     override unsubscribe (): void { throw new Error('broker unavailable') }
@@ -784,7 +777,7 @@ t.test('topics: subscribe() from error and close listeners reaches no broker; pu
   assertNoUnhandled(t, guard)
 })
 
-t.test('defect: a heartbeat timeout reports \'error\' while the socket is still OPEN: a send() from the listener is accepted, then fails with a stream error', defect('connection.ts onHeartbeat calls hooks.error before terminate() without setting CLOSING first (fail() does); the listener sees readyState 1 and send() returns true, its callback gets ERR_STREAM_DESTROYED instead of FST_WS_NOT_OPEN'), async (t) => {
+t.test('fixed: a heartbeat timeout reports \'error\' while the socket is still OPEN: a send() from the listener is accepted, then fails with a stream error', async (t) => {
   const guard = noUnhandled(t)
   const { app } = await buildApp({ heartbeat: { interval: 50, timeout: 50 } })
   const seen: { code?: string, state?: number, sent?: boolean, cb?: string } = {}
@@ -810,28 +803,21 @@ t.test('defect: a heartbeat timeout reports \'error\' while the socket is still 
 
 // ---- registrations ----
 
-t.test('defect: the plugin registered at the root and again in a child context: the child\'s WebSocket routes close every connection with 1011', defect('route.ts onRoute wraps a route both registrations see twice; the inner wrapper becomes the WebSocket handler and is called as (socket, request), throwing a TypeError'), async (t) => {
-  const guard = noUnhandled(t)
-  const { app, logs } = await buildApp({})
-  await app.register(async (child) => {
-    await child.register(websocketPlugin, { ports: 'any' })
-    child.get('/child', { websocket: true }, (socket) => { socket.on('message', (data) => socket.send('echo:' + data.toString())) })
-  })
-  const port = await listen(app)
+t.test('the plugin registered at the root and again in a child context: the boot refuses it with FST_WS_ALREADY_REGISTERED', async (t) => {
+  // Registered twice on one branch, both registrations would wrap the child's routes (the inner wrapper then
+  // ran as the WebSocket handler: 1011 on every connection). One registration per tree; routes override options.
+  const { app } = await buildApp({})
   t.teardown(() => app.close())
-  const ws = await RawWs.connect(port, '/child')
-  t.teardown(() => ws.destroy())
-  ws.send('hi')
-  const first = await ws.nextFrame().catch(() => null)
-  t.equal(first?.opcode, 0x1, 'the route answers (or the boot had refused the double registration)')
-  t.equal(first?.payload.toString(), 'echo:hi')
-  t.same(logs.find('handler threw').map((l) => l.err?.message), [], 'no handler failure')
-  assertNoUnhandled(t, guard)
+  app.register(async (child) => {
+    await child.register(websocketPlugin, { ports: 'any' })
+    child.get('/child', { websocket: true }, (socket) => { socket.send('unreachable') })
+  })
+  await t.rejects(async () => { await app.ready() }, { code: 'FST_WS_ALREADY_REGISTERED' })
 })
 
 // ---- injectWS ----
 
-t.test('defect: injectWS loses a message the handler sent when the server socket is destroyed before the client starts reading', defect('duplex-pair.ts _destroy destroys the peer end, discarding what it has buffered and not read yet; over TCP the peer would read the message, then the end'), async (t) => {
+t.test('fixed: injectWS loses a message the handler sent when the server socket is destroyed before the client starts reading', async (t) => {
   const { app } = await buildApp({})
   app.get('/ws', { websocket: true }, (socket) => {
     socket.send('last words')

@@ -87,11 +87,6 @@ t.test('normal registrations boot and serve: plugin at the root, routes in child
     child.register(async (grandchild) => { wsRoute(grandchild, '/grandchild') }, { prefix: '/deep' })
   }
   app.register(plugin)
-  app.register(async (other) => {
-    // The plugin registered inside a child serves that child's routes.
-    await other.register(websocket, options)
-    wsRoute(other, '/own')
-  }, { prefix: '/other' })
   await app.ready()
   t.teardown(() => app.close())
   for (const path of ['/root', '/child', '/deep/grandchild']) {

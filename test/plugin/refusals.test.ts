@@ -199,7 +199,9 @@ t.test('a client that leaves while the hooks run is not upgraded, not counted, a
     await delay(150)
     t.equal(app.websocketServer.clients.size, 0, `${leave}: nothing upgraded or counted`)
   }
-  t.equal(logs.find('WebSocket upgrade abandoned').length, 3, 'each logged once')
+  // A FIN (end, or destroy, which also ends gracefully) is a half-close: that client may still read, so it gets
+  // its 101 and the connection closes at once (nothing stays counted). The one that reset is abandoned, logged once.
+  t.equal(logs.find('WebSocket upgrade abandoned').length, 1, 'the reset client is abandoned, logged once')
   await delay(400)
   t.same(logs.find('handshakeTimeout'), [], 'no timeout warning for them')
   const ok = await openWs(t, port, '/ws')

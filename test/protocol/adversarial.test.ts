@@ -4,9 +4,8 @@
  * message inflates, ending TCP behind compression, a peer that vanishes mid-inflation or between its Close and our
  * compressed reply, the payload buffer of frames spanning reads, and the queues' own bookkeeping.
  *
- * Each test is one attack. A test that passes states a guarantee; a test marked `todo: 'defect: ...'` reproduces
- * a defect found by this review (it fails today and keeps the suite green until lib/ is fixed). With
- * ADVERSARIAL_DEFECTS=1 in the environment the defect tests run as ordinary tests.
+ * Each test is one attack and states a guarantee. Those titled 'fixed: ...' reproduced a defect this review found
+ * (they failed before the fix that followed it).
  */
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
@@ -23,9 +22,6 @@ import {
   frame, frames, closeFrame, parseFrames, parseClose, RecordingHost, describe, delay, waitFor, guardUnhandled, type ParsedFrame
 } from '../helpers/index.js'
 
-function defect (what: string): { todo?: string } {
-  return process.env.ADVERSARIAL_DEFECTS === '1' ? {} : { todo: 'defect: ' + what }
-}
 
 const TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff])
 
@@ -65,6 +61,7 @@ const hooks: ConnectionHooks<Owner> = {
   pong () {},
   error (o, err: ClosingError) { o.errors.push([err.closeCode, err.code]) },
   drain () {},
+  callbackError () {},
   close (o, code, reason) { o.closes.push([code, reason]) }
 }
 
@@ -436,7 +433,7 @@ t.test('held messages: a queue that is never empty keeps its slot array bounded'
   t.equal(held.bytes, 1 + 320, 'the count is exactly the one message held')
 })
 
-t.test('defect: the inflate backlog queue keeps a slot per chunk for as long as it never empties completely', defect('receiver.ts inflated() only resets `queued` when the head index reaches its end; a backlog that never fully drains grows the array by one slot per read for the life of the connection'), async (t) => {
+t.test('fixed: the inflate backlog queue keeps a slot per chunk for as long as it never empties completely', async (t) => {
   let pending: ((err: null, data: Buffer) => void) | null = null
   const fakeCodec = { decompress (_data: Buffer, cb: (err: null, data: Buffer) => void) { pending = cb } } as unknown as PerMessageDeflate
   const host = new RecordingHost()

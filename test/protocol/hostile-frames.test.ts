@@ -376,7 +376,7 @@ t.test('deterministic: pongs owed to a peer that never reads are bounded by maxB
   const stalled = new Duplex({ read () {}, write (_chunk, _enc, _cb) { /* never completes */ }, highWaterMark: 16 })
   const events: string[] = []
   const hooks: ConnectionHooks<null> = {
-    message: () => {}, ping: () => {}, pong: () => {}, drain: () => {},
+    message: () => {}, ping: () => {}, pong: () => {}, drain: () => {}, callbackError: () => {},
     error: (_owner, err) => events.push(err.code), close: (_owner, code) => events.push(`close ${code}`)
   }
   const conn = new Connection(stalled, null, hooks, {

@@ -158,7 +158,7 @@ t.test('a compression failure reports to the host and the callback', async (t) =
   const { socket } = sink()
   let finish: (() => void) | null = null
   const seen: string[] = []
-  const host = { onSendError (err: Error) { seen.push('onError ' + err.message) } }
+  const host = { onSendError (err: Error) { seen.push('onError ' + err.message) }, onCallbackError () {} }
   const sender = new Sender(socket, false, host, {
     threshold: 1,
     compress (_d: Buffer, cb: (e: Error | null, r: Buffer | null) => void) { finish = () => cb(new Error('zlib'), null) }
