@@ -242,6 +242,17 @@ function intInRange (value: unknown, name: string, min: number, max: number): nu
  * Validate permessage-deflate options and fill in the defaults. `true` and `undefined` mean "all defaults".
  * Throws FST_WS_INVALID_OPTION (a TypeError) naming the offending option, e.g. `perMessageDeflate.level`.
  */
+/** The `topics` plugin option: a TopicBroker, or undefined for the in-memory default. */
+export function resolveTopicBroker (value: unknown): TopicBroker | undefined {
+  if (value === undefined) return undefined
+  const b = value as Partial<TopicBroker> | null
+  if (typeof b !== 'object' || b === null || typeof b.publish !== 'function' || typeof b.subscribe !== 'function' ||
+      typeof b.unsubscribe !== 'function' || typeof b.subscriberCount !== 'function') {
+    fail('topics', `expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount), got ${describe(value)}`)
+  }
+  return b as TopicBroker
+}
+
 export function validateDeflateOptions (opts: unknown, optionName: string): Required<PerMessageDeflateOptions> {
   const out: Required<PerMessageDeflateOptions> = { ...DEFAULT_DEFLATE_OPTIONS }
   if (opts === undefined || opts === true) return out

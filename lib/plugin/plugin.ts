@@ -4,7 +4,7 @@
  * shutdown into the Fastify instance.
  */
 import type { FastifyPluginAsync } from 'fastify'
-import { resolveOptions, DEFAULTS, type WebSocketPluginOptions } from './options.js'
+import { resolveOptions, DEFAULTS, type WebSocketPluginOptions, resolveTopicBroker } from './options.js'
 import { compileTrust } from '../http/ports.js'
 import { createWebSocketServer } from './server.js'
 import { ConnectionRegistry } from './registry.js'
@@ -15,7 +15,7 @@ import { HandshakeTimer } from './handshake-timer.js'
 import { createOnRoute } from './route.js'
 import { injectWS, type InjectWSOptions } from '../testing/inject.js'
 import type { PluginState } from './accept.js'
-import { FST_WS_INVALID_OPTION, FST_WS_ALREADY_REGISTERED } from '../errors.js'
+import { FST_WS_ALREADY_REGISTERED } from '../errors.js'
 import { fastifyTrustProxy } from './trust-proxy.js'
 import './route-types.js'
 
@@ -23,13 +23,8 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   // A second registration below the first would wrap the same routes twice (and shadow the server object).
   if (fastify.hasDecorator('websocketServer')) throw new FST_WS_ALREADY_REGISTERED()
   const base = resolveOptions(options, DEFAULTS, '', false)
-  const topics = (options as WebSocketPluginOptions).topics
-  if (topics !== undefined && (typeof topics !== 'object' || topics === null || typeof topics.publish !== 'function' ||
-      typeof topics.subscribe !== 'function' || typeof topics.unsubscribe !== 'function' || typeof topics.subscriberCount !== 'function')) {
-    throw new FST_WS_INVALID_OPTION('topics', 'expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount)')
-  }
   const registry = new ConnectionRegistry(base.maxConnections)
-  const broker = topics ?? new MemoryTopics()
+  const broker = resolveTopicBroker((options as WebSocketPluginOptions).topics) ?? new MemoryTopics()
   const server = createWebSocketServer(broker, registry.clients)
   const state: PluginState = { registry, topics: broker, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const timer = base.handshakeTimeout > 0
