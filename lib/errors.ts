@@ -69,6 +69,10 @@ export const FST_WS_PLUGIN_MISSING = createError<[string]>(
 export const FST_WS_ALREADY_REGISTERED = createError(
   'FST_WS_ALREADY_REGISTERED', 'fastify-rfc6455 is already registered in a parent context: register it once, at the top of the tree that holds your WebSocket routes (route options override its options per route)', 500, TypeError)
 
+/** A route's `websocket.messages` schema that its compiler refuses (thrown when the app boots). */
+export const FST_WS_INVALID_SCHEMA = createError<[string, string, string]>(
+  'FST_WS_INVALID_SCHEMA', 'Invalid WebSocket message schema on route %s (messages.%s): %s', 500, TypeError)
+
 /* Errors emitted on a socket ('error' event) when the connection fails. */
 export const FST_WS_PROTOCOL_ERROR = createError<[string]>(
   'FST_WS_PROTOCOL_ERROR', 'Protocol error: %s', 500)
@@ -80,8 +84,22 @@ export const FST_WS_SLOW_CONSUMER = createError<[number]>(
   'FST_WS_SLOW_CONSUMER', 'Peer does not read: outbound buffer exceeded maxBufferedAmount (%s bytes)', 500)
 export const FST_WS_HEARTBEAT_TIMEOUT = createError<[number]>(
   'FST_WS_HEARTBEAT_TIMEOUT', 'Peer did not answer a ping within %s ms', 500)
+/** An inbound message a route with a `receive` schema refused: not JSON, not matching, or binary. */
+export const FST_WS_INVALID_MESSAGE = createError<[string]>(
+  'FST_WS_INVALID_MESSAGE', 'Invalid message: %s', 400)
 export const FST_WS_DEFLATE_ERROR = createError<[string]>(
   'FST_WS_DEFLATE_ERROR', 'permessage-deflate failed: %s', 500)
+
+/** What an `'invalid'` event carries (routes with `messages.onInvalid: 'emit'`). */
+export interface InvalidMessageError extends WebSocketError {
+  code: 'FST_WS_INVALID_MESSAGE'
+  /** Why: a binary frame, text that is not JSON, or JSON that does not match the `receive` schema. */
+  reason: 'binary' | 'json' | 'schema'
+  /** The compiler's errors for `schema` (ajv's error objects, a Zod error...), the JSON.parse message for `json`. */
+  validation: unknown
+  /** The message as received. */
+  data: Buffer
+}
 
 /** What an 'error' event carries: a coded error, with the close code it caused when it closed the socket. */
 export interface WebSocketError extends Error {

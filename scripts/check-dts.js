@@ -27,7 +27,7 @@ const INTERNAL = new Set([
   'ClosingError', 'AcceptedHandshake', 'DuplexEnd', 'UpgradeListener', 'OriginCheck'
 ])
 const NO_PUBLIC_CONSTRUCTOR = new Set(['WebSocket', 'WebSocketServer'])
-const ERRORS_ALLOWED = (name) => /^FST_WS_[A-Z0-9_]+$/.test(name) || name === 'HandshakeRejectedError' || name === 'WebSocketError'
+const ERRORS_ALLOWED = (name) => /^FST_WS_[A-Z0-9_]+$/.test(name) || name === 'HandshakeRejectedError' || name === 'WebSocketError' || name === 'InvalidMessageError'
 
 /** Decoded declaration maps, by .d.ts file. */
 const maps = new Map()

@@ -10,6 +10,7 @@ import { isToken } from '../http/tokens.js'
 import type { HeartbeatOptions } from '../protocol/connection.js'
 import { DEFAULT_DEFLATE_OPTIONS, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
 import type { TopicBroker } from './topics.js'
+import type { MessagesOption } from './message-schemas.js'
 
 /** Limits and timers; each can be set for the plugin and overridden per route. */
 export interface WebSocketLimits {
@@ -60,12 +61,17 @@ export interface WebSocketPluginOptions extends WebSocketLimits, WebSocketPolicy
   handshakeTimeout?: number
 }
 
-export interface RouteWebSocketOptions<P extends readonly string[] = readonly string[]> extends WebSocketLimits, WebSocketPolicy {
+export interface RouteWebSocketOptions<P extends readonly string[] = readonly string[], M extends MessagesOption = MessagesOption> extends WebSocketLimits, WebSocketPolicy {
   /** Subprotocols this route speaks, in order of preference; `socket.protocol` is typed from them. */
   protocols?: P
   /** Pick the protocol yourself; return '' (or nothing) for none. */
   selectProtocol?: SelectProtocol<P[number]>
   protocolRequired?: boolean
+  /**
+   * Schemas of the messages this route receives and sends (JSON in text frames), compiled with the instance's
+   * validator and serializer compilers; with a type provider, the socket's messages are typed from them.
+   */
+  messages?: M
 }
 
 export interface ResolvedOptions {
@@ -75,6 +81,7 @@ export interface ResolvedOptions {
   protocols: readonly string[]
   selectProtocol: SelectProtocol | null
   protocolRequired: boolean
+  messages: MessagesOption | null
   maxPayload: number
   closeTimeout: number
   sendHighWaterMark: number
@@ -96,6 +103,7 @@ export const DEFAULTS: ResolvedOptions = {
   protocols: [],
   selectProtocol: null,
   protocolRequired: true,
+  messages: null,
   maxPayload: 1024 * 1024,
   closeTimeout: 5000,
   sendHighWaterMark: 1024 * 1024,
@@ -113,7 +121,7 @@ export const DEFAULTS: ResolvedOptions = {
 const PLUGIN_KEYS = new Set(['origins', 'requireOrigin', 'ports', 'protocols', 'protocolRequired', 'maxPayload',
   'closeTimeout', 'sendHighWaterMark', 'maxBufferedAmount', 'drainTimeout', 'inboundHighWaterMark', 'heartbeat',
   'maxConnections', 'perMessageDeflate', 'topics', 'handshakeTimeout', 'maxTopicsPerSocket', 'maxTopicLength'])
-const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol'])
+const ROUTE_KEYS = new Set([...PLUGIN_KEYS, 'selectProtocol', 'messages'])
 // Plugin-wide only: topics are shared, and the handshake timer runs before the route is known.
 ROUTE_KEYS.delete('topics')
 ROUTE_KEYS.delete('handshakeTimeout')
@@ -188,6 +196,7 @@ export function resolveOptions (input: unknown, base: ResolvedOptions, where: st
     out.selectProtocol = o.selectProtocol as SelectProtocol
   }
   if (o.protocolRequired !== undefined) out.protocolRequired = bool(o.protocolRequired, where + 'protocolRequired')
+  if (o.messages !== undefined) out.messages = messagesOption(o.messages, where + 'messages')
   if (o.maxPayload !== undefined) out.maxPayload = positiveInt(o.maxPayload, where + 'maxPayload')
   if (o.closeTimeout !== undefined) out.closeTimeout = positiveInt(o.closeTimeout, where + 'closeTimeout')
   if (o.sendHighWaterMark !== undefined) out.sendHighWaterMark = positiveInt(o.sendHighWaterMark, where + 'sendHighWaterMark')
@@ -242,6 +251,22 @@ function intInRange (value: unknown, name: string, min: number, max: number): nu
  * Validate permessage-deflate options and fill in the defaults. `true` and `undefined` mean "all defaults".
  * Throws FST_WS_INVALID_OPTION (a TypeError) naming the offending option, e.g. `perMessageDeflate.level`.
  */
+const MESSAGE_KEYS = new Set(['receive', 'send', 'onInvalid'])
+
+/** The `messages` route option: schemas are checked by their compiler when the app boots; here, only the shape. */
+function messagesOption (value: unknown, name: string): MessagesOption {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(name, `expected { receive?, send?, onInvalid? }, got ${describe(value)}`)
+  const o = value as Record<string, unknown>
+  rejectUnknownKeys(o, MESSAGE_KEYS, name + '.')
+  if (o.receive === undefined && o.send === undefined) fail(name, 'expected a receive or a send schema (or both)')
+  for (const key of ['receive', 'send'] as const) {
+    const schema = o[key]
+    if (schema !== undefined && typeof schema !== 'object' && typeof schema !== 'boolean') fail(`${name}.${key}`, `expected a schema, got ${describe(schema)}`)
+  }
+  if (o.onInvalid !== undefined && o.onInvalid !== 'close' && o.onInvalid !== 'emit') fail(name + '.onInvalid', `expected 'close' or 'emit', got ${describe(o.onInvalid)}`)
+  return o as MessagesOption
+}
+
 /** The `topics` plugin option: a TopicBroker, or undefined for the in-memory default. */
 export function resolveTopicBroker (value: unknown): TopicBroker | undefined {
   if (value === undefined) return undefined

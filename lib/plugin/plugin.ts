@@ -16,7 +16,7 @@ import { createOnRoute } from './route.js'
 import { injectWS, type InjectWSOptions } from '../testing/inject.js'
 import type { PluginState } from './accept.js'
 import { FST_WS_ALREADY_REGISTERED } from '../errors.js'
-import { fastifyTrustProxy } from './trust-proxy.js'
+import { fastifyTrustProxy } from './fastify-options.js'
 import './route-types.js'
 
 export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function fastifyRfc6455 (fastify, options) {

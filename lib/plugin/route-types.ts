@@ -8,9 +8,10 @@ import type {
   RouteGenericInterface, ContextConfigDefault, RouteOptions
 } from 'fastify'
 import type { RouteWebSocketOptions } from './options.js'
+import type { MessagesOption } from './message-schemas.js'
 import type { WebSocketServer } from './server.js'
 import type { InjectWSOptions } from '../testing/inject.js'
-import type { WebSocket } from '../socket/websocket.js'
+import type { WebSocket, RawMessages } from '../socket/websocket.js'
 
 /**
  * The protocols a route's generics declare with the `Protocols` key (`{ Params: ..., Protocols: ['chat.v1'] }`,
@@ -22,6 +23,20 @@ export type RouteProtocols<RouteGeneric> = RouteGeneric extends { Protocols: inf
   ? [P] extends [readonly string[]] ? P : [P] extends [string] ? readonly P[] : readonly string[]
   : readonly string[]
 
+/**
+ * The type of the messages a route receives, from its `messages.receive` schema through the app's type provider
+ * (as Fastify types `request.body` from `schema.body`); `RawMessages` when the route declares no `receive` schema.
+ */
+export type IncomingMessageOf<TypeProvider extends FastifyTypeProvider, Messages> =
+  Messages extends { receive: infer S } ? (TypeProvider & { schema: S })['validator'] : RawMessages
+
+/**
+ * The type `socket.sendMessage()` takes, from the route's `messages.send` schema through the app's type provider.
+ * (Both apply the type provider the way Fastify does for `schema.body` and `schema.response`.)
+ */
+export type OutgoingMessageOf<TypeProvider extends FastifyTypeProvider, Messages> =
+  Messages extends { send: infer S } ? (TypeProvider & { schema: S })['serializer'] : unknown
+
 export type WebSocketHandler<
   Protocol extends string = string,
   RawServer extends RawServerBase = RawServerDefault,
@@ -30,10 +45,11 @@ export type WebSocketHandler<
   ContextConfig = ContextConfigDefault,
   SchemaCompiler extends FastifySchema = FastifySchema,
   TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
-  Logger extends FastifyBaseLogger = FastifyBaseLogger
+  Logger extends FastifyBaseLogger = FastifyBaseLogger,
+  Messages = object
 > = (
   this: FastifyInstance<RawServer, RawRequest, RawReplyDefaultExpression<RawServer>, Logger, TypeProvider>,
-  socket: WebSocket<Protocol>,
+  socket: WebSocket<Protocol, IncomingMessageOf<TypeProvider, Messages>, OutgoingMessageOf<TypeProvider, Messages>>,
   request: FastifyRequest<RouteGeneric, RawServer, RawRequest, SchemaCompiler, TypeProvider, ContextConfig, Logger>
 ) => void | Promise<unknown>
 
@@ -46,10 +62,11 @@ declare module 'fastify' {
     injectWS (path: string, options?: InjectWSOptions): Promise<WebSocket>
     /** A route with a WebSocket handler next to its HTTP handler: the socket's protocol is typed from `websocket.protocols`. */
     route<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
-      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>>(
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>,
+      const Messages extends MessagesOption = object>(
       opts: Omit<RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>, 'websocket' | 'wsHandler'> & {
-        websocket: true | RouteWebSocketOptions<Protocols>
-        wsHandler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+        websocket: true | RouteWebSocketOptions<Protocols, Messages>
+        wsHandler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger, Messages>
       }
     ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
@@ -61,11 +78,12 @@ declare module 'fastify' {
 
   interface RouteShorthandMethod<RawServer, RawRequest, RawReply, TypeProvider, Logger> {
     <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
-      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>>(
+      const SchemaCompiler extends FastifySchema = FastifySchema, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>,
+      const Messages extends MessagesOption = object>(
       path: string,
       opts: RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> &
-        { websocket: true | RouteWebSocketOptions<Protocols> },
-      handler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+        { websocket: true | RouteWebSocketOptions<Protocols, Messages> },
+      handler: WebSocketHandler<Protocols[number], RawServer, RawRequest, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger, Messages>
     ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
 
@@ -81,10 +99,12 @@ declare module 'fastify' {
 export interface WebSocketRouteOptions<
   Protocols extends readonly string[] = readonly string[],
   RawServer extends RawServerBase = RawServerDefault,
-  RouteGeneric extends RouteGenericInterface = RouteGenericInterface
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  Messages extends MessagesOption = object,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault
 > extends Omit<RouteOptions<RawServer, RawRequestDefaultExpression<RawServer>, RawReplyDefaultExpression<RawServer>, RouteGeneric>, 'handler' | 'websocket'> {
-  websocket: true | RouteWebSocketOptions<Protocols>
-  handler: WebSocketHandler<Protocols[number], RawServer, RawRequestDefaultExpression<RawServer>, RouteGeneric>
+  websocket: true | RouteWebSocketOptions<Protocols, Messages>
+  handler: WebSocketHandler<Protocols[number], RawServer, RawRequestDefaultExpression<RawServer>, RouteGeneric, ContextConfigDefault, FastifySchema, TypeProvider, FastifyBaseLogger, Messages>
 }
 
 /**
@@ -92,8 +112,9 @@ export interface WebSocketRouteOptions<
  * `app.route<RouteGeneric>()`; the protocols are inferred from `websocket.protocols`, or taken from the
  * generics' `Protocols` key when the generics are written.
  */
-export function webSocketRoute<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>> (
-  options: WebSocketRouteOptions<Protocols, RawServerDefault, RouteGeneric>
+export function webSocketRoute<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, const Protocols extends readonly string[] = RouteProtocols<RouteGeneric>,
+  const Messages extends MessagesOption = object, TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault> (
+  options: WebSocketRouteOptions<Protocols, RawServerDefault, RouteGeneric, Messages, TypeProvider>
 ): RouteOptions {
   return options as unknown as RouteOptions
 }

@@ -12,6 +12,7 @@ import { kUpgrade, type UpgradeRequest } from './upgrade.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
 import { isWebSocketRoute, markServed, type WebSocketRouteFields } from './route-guard.js'
 import { LimitedTopicHub } from './topic-hub.js'
+import { MessageCodec } from './message-schemas.js'
 import type { SocketContext } from '../socket/websocket.js'
 
 function upgradeRequired (reply: FastifyReply): FastifyReply {
@@ -23,7 +24,7 @@ function upgradeRequired (reply: FastifyReply): FastifyReply {
 }
 
 export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<number> | null, url: string) => void) {
-  return function onRoute (routeOptions: RouteOptions & WebSocketRouteFields): void {
+  return function onRoute (this: FastifyInstance, routeOptions: RouteOptions & WebSocketRouteFields): void {
     if (!isWebSocketRoute(routeOptions)) return
     markServed(routeOptions)
     const { websocket, wsHandler } = routeOptions
@@ -38,7 +39,22 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     const own = typeof websocket === 'object' && websocket !== null && 'maxConnections' in websocket
     const slot = state.registry.route(own ? opts.maxConnections : Infinity)
     // Shared by the route's sockets.
+    const messages = opts.messages === null ? null : new MessageCodec(opts.messages)
+    if (messages !== null) {
+      // Compiled with this route's (or its instance's) compilers once the app boots: every route, plugin and
+      // shared schema (addSchema) is known then, and a schema the compiler refuses fails app.ready().
+      const compilers = { validatorCompiler: routeOptions.validatorCompiler, serializerCompiler: routeOptions.serializerCompiler }
+      this.addHook('onReady', function compileMessageSchemas (this: FastifyInstance, done) {
+        try {
+          messages.compile(this, url, compilers)
+          done()
+        } catch (err) {
+          done(err as Error)
+        }
+      })
+    }
     const context: SocketContext = {
+      messages,
       topics: new LimitedTopicHub(state.topics, opts), // the route's topic limits, in front of the plugin's broker
       release: slot.release // the registry's bookkeeping when a socket closes
     }

@@ -124,7 +124,7 @@ export class Connection<Owner = unknown> implements ReceiverHost {
 
   // ---- held messages ----
   /** Keep a message for a consumer that is not consuming yet; reading pauses past inboundHighWaterMark. */
-  hold (data: Buffer, isBinary: boolean): void {
+  hold (data: unknown, isBinary: boolean, length: number): void {
     const held = this.held ?? (this.held = new HeldMessages())
     if (this.closeSent && held.bytes > this.options.inboundHighWaterMark) {
       // Only once our Close is out does reading go on past the mark (to reach the peer's Close, behind
@@ -132,7 +132,7 @@ export class Connection<Owner = unknown> implements ReceiverHost {
       this.discarded++
       return
     }
-    held.push(data, isBinary)
+    held.push(data, isBinary, length)
     if (held.bytes > this.options.inboundHighWaterMark && !this.closeSent) this.pause(PAUSE_HELD)
   }
 

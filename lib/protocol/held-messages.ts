@@ -8,8 +8,11 @@
  * live byte would pin a slab): what the queue counts is then within 2x of what it retains.
  */
 export interface HeldMessage {
-  data: Buffer
+  /** The payload, or the value decoded from it (routes with message schemas). */
+  data: unknown
   isBinary: boolean
+  /** What it counts for: payload bytes plus HELD_MESSAGE_OVERHEAD. */
+  size: number
 }
 
 /** What a held message counts for besides its payload: the queue entry, the Buffer and its ArrayBuffer (about 300 bytes of heap, measured). */
@@ -25,10 +28,12 @@ export class HeldMessages {
     return this.items.length - this.head
   }
 
-  push (data: Buffer, isBinary: boolean): void {
-    if (data.length * 2 < data.buffer.byteLength) data = exactCopy(data)
-    this.items.push({ data, isBinary })
-    this.bytes += data.length + HELD_MESSAGE_OVERHEAD
+  /** Hold a message of `length` payload bytes: a Buffer, or a value decoded from one (which pins no chunk). */
+  push (data: unknown, isBinary: boolean, length: number): void {
+    if (Buffer.isBuffer(data) && data.length * 2 < data.buffer.byteLength) data = exactCopy(data)
+    const size = length + HELD_MESSAGE_OVERHEAD
+    this.items.push({ data, isBinary, size })
+    this.bytes += size
   }
 
   shift (): HeldMessage | undefined {
@@ -42,7 +47,7 @@ export class HeldMessages {
       this.items = this.items.slice(this.head)
       this.head = 0
     }
-    this.bytes -= item.data.length + HELD_MESSAGE_OVERHEAD
+    this.bytes -= item.size
     return item
   }
 }

@@ -17,7 +17,7 @@ import { isValidSendCloseCode } from '../protocol/close-codes.js'
 import { toBuffer, toBytes, type SendData } from './send-data.js'
 import {
   FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC,
-  type WebSocketError
+  FST_WS_INVALID_MESSAGE, type WebSocketError, type InvalidMessageError
 } from '../errors.js'
 import type { ClosingError } from '../protocol/closing-error.js'
 
@@ -26,10 +26,24 @@ export type { WriteCallback } from '../protocol/sender.js'
 /** `readyState` values, as in the WHATWG WebSocket interface: CONNECTING, OPEN, CLOSING, CLOSED. */
 export type ReadyState = 0 | 1 | 2 | 3
 
+/**
+ * The message type of a socket whose route declared no `messages.receive` schema (a brand, never a value): its
+ * 'message' listeners get `(data: Buffer, isBinary: boolean)`.
+ */
+export interface RawMessages { readonly 'fastify-rfc6455:raw-messages': true }
+
+/** The arguments of a 'message' listener: `(data, isBinary)` on a raw route, `(message)` on a route with a schema. */
+export type MessageArgs<Incoming> = [Incoming] extends [RawMessages] ? [data: Buffer, isBinary: boolean] : [message: Incoming]
+
 /** The events a WebSocket emits, with their listener arguments. */
-export interface WebSocketEvents {
-  /** A whole message: `data` is its payload; text messages are valid UTF-8 (`data.toString()`). */
-  message: [data: Buffer, isBinary: boolean]
+export interface WebSocketEvents<Incoming = RawMessages> {
+  /**
+   * A whole message. Raw routes: `data` is its payload, text messages are valid UTF-8 (`data.toString()`). Routes
+   * with a `messages.receive` schema: the parsed and validated message.
+   */
+  message: MessageArgs<Incoming>
+  /** Routes with `messages.onInvalid: 'emit'`: a message that was not JSON or did not match the schema. */
+  invalid: [error: InvalidMessageError]
   /** The connection is closed: the peer's close code (1005 none given, 1006 abnormal) and reason. */
   close: [code: number, reason: string]
   /** A protocol violation, limit, or listener failure; the socket is closing. Logged when nobody listens. */
@@ -45,8 +59,17 @@ export interface SendOptions {
   binary?: boolean
 }
 
-/** A message yielded by async iteration: text as a string, binary as a Buffer. */
-export type IteratedMessage = string | Buffer
+/** A message yielded by async iteration: text as a string, binary as a Buffer (raw routes), else the validated message. */
+export type IteratedMessage<Incoming = RawMessages> = [Incoming] extends [RawMessages] ? string | Buffer : Incoming
+
+/** How the sockets of a route with message schemas read and write messages (plugin/message-schemas.ts). */
+export interface MessageCodecLike {
+  readonly onInvalid: 'close' | 'emit'
+  /** Whether inbound messages are parsed and validated. */
+  readonly validates: boolean
+  decode (data: Buffer, isBinary: boolean): { ok: true, value: unknown } | { ok: false, reason: 'binary' | 'json' | 'schema', errors: unknown }
+  encode (message: unknown): string
+}
 
 export interface SocketLog { warn (obj: object, msg: string): void, error (obj: object, msg: string): void }
 
@@ -59,6 +82,8 @@ export interface TopicHub {
 /** What the sockets of one route share: topics, and who to tell when one closes. */
 export interface SocketContext {
   topics: TopicHub | null
+  /** The route's message schemas, compiled; null for a raw route. */
+  messages: MessageCodecLike | null
   /** Called once, when the socket has closed. */
   release: ((socket: WebSocket) => void) | null
 }
@@ -83,7 +108,7 @@ let create: (socket: Duplex, options: ConnectionOptions, protocol: string, exten
 let flushHeldOf: (ws: WebSocket) => void
 let failUser: (ws: WebSocket, err: unknown, what: string) => void
 
-export class WebSocket<Protocol extends string = string> extends EventEmitter<WebSocketEvents> {
+export class WebSocket<Protocol extends string = string, Incoming = RawMessages, Outgoing = unknown> extends EventEmitter<WebSocketEvents<Incoming>> {
   static readonly CONNECTING: 0 = CONNECTING
   static readonly OPEN: 1 = OPEN
   static readonly CLOSING: 2 = CLOSING
@@ -103,9 +128,14 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   readonly #log: SocketLog
   #iterating = false
   /** Pending next() calls of async iteration, oldest first (a caller may call next() again before one settles). */
-  #waiters: Array<(result: IteratorResult<IteratedMessage>) => void> | null = null
+  #waiters: Array<(result: IteratorResult<IteratedMessage<Incoming>>) => void> | null = null
   #subscribed: Set<string> | null = null
   #closed = false
+
+  /** This socket as the plugin's registries see it: whatever its route's protocol and message types. */
+  get #self (): WebSocket {
+    return this as unknown as WebSocket
+  }
 
   /** Sockets are created by the plugin (server role) and by `injectWS` (client role), never by hand. */
   private constructor (socket: Duplex, options: ConnectionOptions, protocol: Protocol | '', extensions: string, ctx: SocketContext, log: SocketLog) {
@@ -114,7 +144,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     this.extensions = extensions
     this.#ctx = ctx
     this.#log = log
-    this.#conn = new Connection<WebSocket>(socket, this as WebSocket, hooks, options)
+    this.#conn = new Connection<WebSocket>(socket, this.#self, hooks, options)
     EventEmitter.prototype.on.call(this as EventEmitter, 'newListener', onNewListener)
   }
 
@@ -165,6 +195,18 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       return binary === true ? conn.sendMessage(OPCODE_BINARY, Buffer.from(data), cb) : conn.sendText(data, cb)
     }
     return conn.sendMessage(binary === false ? OPCODE_TEXT : OPCODE_BINARY, toBuffer(data), cb)
+  }
+
+  /**
+   * Send one message as JSON text: serialized by the route's `messages.send` schema (with the instance's
+   * serializer compiler; fields the schema does not declare are left out), else with JSON.stringify. Same return
+   * value and callback as send().
+   */
+  sendMessage (message: Outgoing, cb?: WriteCallback): boolean {
+    const conn = this.#conn
+    if (conn.readyState !== OPEN) return notOpen(conn.readyState, cb)
+    const codec = this.#ctx.messages
+    return conn.sendText(codec === null ? JSON.stringify(message) : codec.encode(message), cb)
   }
 
   /** Resolves once everything sent so far has been handed to the OS; rejects if the socket closes first. */
@@ -251,7 +293,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     if (this.readyState !== OPEN) return
     if (this.#subscribed !== null && this.#subscribed.has(topic)) return
     // The hub first: it enforces the topic limits (and may throw) against the topics held so far.
-    hub.subscribe(this, topic)
+    hub.subscribe(this.#self, topic)
     if (this.#subscribed === null) this.#subscribed = new Set()
     this.#subscribed.add(topic)
   }
@@ -259,7 +301,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   unsubscribe (topic: string): void {
     const hub = this.#hub(topic)
     if (this.#subscribed === null || !this.#subscribed.delete(topic)) return
-    hub.unsubscribe(this, topic)
+    hub.unsubscribe(this.#self, topic)
   }
 
   isSubscribed (topic: string): boolean {
@@ -273,20 +315,20 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
   }
 
   // ---- async iteration ----
-  [Symbol.asyncIterator] (): AsyncIterableIterator<IteratedMessage> {
+  [Symbol.asyncIterator] (): AsyncIterableIterator<IteratedMessage<Incoming>> {
     this.#iterating = true
-    const next = (): Promise<IteratorResult<IteratedMessage>> => {
+    const next = (): Promise<IteratorResult<IteratedMessage<Incoming>>> => {
       const item = this.#conn.takeHeld()
-      if (item !== undefined) return Promise.resolve({ value: item.isBinary ? item.data : item.data.toString(), done: false })
+      if (item !== undefined) return Promise.resolve({ value: this.#iterated(item.data, item.isBinary), done: false })
       if (this.#closed || !this.#iterating) return Promise.resolve({ value: undefined, done: true })
       return new Promise((resolve) => { (this.#waiters ??= []).push(resolve) })
     }
-    const iterator: AsyncIterableIterator<IteratedMessage> = {
+    const iterator: AsyncIterableIterator<IteratedMessage<Incoming>> = {
       next,
-      return: (): Promise<IteratorResult<IteratedMessage>> => {
+      return: (): Promise<IteratorResult<IteratedMessage<Incoming>>> => {
         this.#iterating = false
         this.#endWaiters()
-        if (this.listenerCount('message') > 0) scheduleFlush(this)
+        if (this.listenerCount('message') > 0) scheduleFlush(this.#self)
         return Promise.resolve({ value: undefined, done: true })
       },
       [Symbol.asyncIterator]: () => iterator
@@ -294,28 +336,73 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
     return iterator
   }
 
+  /** What the iterator yields for a message: raw text as a string, binary as a Buffer, a decoded message as is. */
+  #iterated (data: unknown, isBinary: boolean): IteratedMessage<Incoming> {
+    const value = this.#ctx.messages !== null && this.#ctx.messages.validates ? data : isBinary ? data : (data as Buffer).toString()
+    return value as IteratedMessage<Incoming>
+  }
+
   // ---- from the connection ----
   #onMessage (data: Buffer, isBinary: boolean): void {
+    const codec = this.#ctx.messages
+    let message: unknown = data
+    if (codec !== null && codec.validates) {
+      // Parsed and validated on arrival: an invalid message never reaches a listener, nor the held queue.
+      const decoded = codec.decode(data, isBinary)
+      if (!decoded.ok) {
+        this.#invalid(codec, decoded.reason, decoded.errors, data)
+        return
+      }
+      message = decoded.value
+    }
     const conn = this.#conn
     if (this.#iterating) {
       const waiters = this.#waiters
       if (waiters !== null && waiters.length > 0 && conn.heldCount === 0) {
-        waiters.shift()!({ value: isBinary ? data : data.toString(), done: false })
+        waiters.shift()!({ value: this.#iterated(message, isBinary), done: false })
         return
       }
     } else if (conn.heldCount === 0 && this.listenerCount('message') > 0) {
-      this.#deliver(data, isBinary)
+      this.#deliver(message, isBinary)
       return
     }
-    conn.hold(data, isBinary)
+    conn.hold(message, isBinary, data.length)
   }
 
-  #deliver (data: Buffer, isBinary: boolean): void {
+  #deliver (message: unknown, isBinary: boolean): void {
     try {
-      emit.call(this, 'message', data, isBinary)
+      if (this.#ctx.messages !== null && this.#ctx.messages.validates) emit.call(this, 'message', message)
+      else emit.call(this, 'message', message, isBinary)
     } catch (err) {
       this.#failFromUser(err, 'message listener threw')
     }
+  }
+
+  /**
+   * A message the route's `receive` schema refused. By default the RFC's answer: close with 1007 (1003 for a
+   * binary frame, a type of data the route does not accept), reported as an 'error' (logged when nobody listens).
+   * With `onInvalid: 'emit'` the socket stays open and 'invalid' carries the errors.
+   */
+  #invalid (codec: MessageCodecLike, reason: 'binary' | 'json' | 'schema', errors: unknown, data: Buffer): void {
+    const what = reason === 'binary' ? 'binary frame on a JSON route' : reason === 'json' ? 'not JSON' : 'does not match the schema'
+    const err = Object.assign(new FST_WS_INVALID_MESSAGE(what), { reason, validation: errors, data: Buffer.from(data) }) as InvalidMessageError
+    if (codec.onInvalid === 'emit') {
+      if (this.listenerCount('invalid') > 0) {
+        try {
+          emit.call(this, 'invalid', err)
+        } catch (listenerErr) {
+          this.#failFromUser(listenerErr, 'invalid listener threw')
+        }
+      } else {
+        this.#log.warn({ err }, 'WebSocket message refused by the route schema (no \'invalid\' listener)')
+      }
+      return
+    }
+    if (this.#conn.readyState !== OPEN) return
+    const closeCode = reason === 'binary' ? 1003 : 1007
+    err.closeCode = closeCode
+    this.#onError(err as InvalidMessageError & { closeCode: number })
+    this.#conn.close(closeCode, reason === 'schema' ? 'Invalid message' : reason === 'json' ? 'Invalid JSON' : 'Binary messages are not accepted')
   }
 
   #flushHeld (): void {
@@ -366,7 +453,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
 
   #onClose (code: number, reason: string): void {
     this.#closed = true
-    if (this.#ctx.release !== null) this.#ctx.release(this)
+    if (this.#ctx.release !== null) this.#ctx.release(this.#self)
     const topics = this.#subscribed
     const hub = this.#ctx.topics
     if (topics !== null && hub !== null) {
@@ -374,7 +461,7 @@ export class WebSocket<Protocol extends string = string> extends EventEmitter<We
       for (const topic of topics) {
         // A broker that fails (a custom one, a lost connection) must not stop the others nor the close.
         try {
-          hub.unsubscribe(this, topic)
+          hub.unsubscribe(this.#self, topic)
         } catch (err) {
           this.#log.error({ err, topic }, 'WebSocket topic broker failed to unsubscribe a closed socket')
         }

@@ -36,7 +36,7 @@ export interface InjectWSOptions {
 type UpgradeListener = (req: IncomingMessage, socket: DuplexEnd, head: Buffer) => void
 
 const silentLog: SocketLog = { warn () {}, error () {} }
-const CLIENT_CONTEXT = { topics: null, release: null }
+const CLIENT_CONTEXT = { topics: null, messages: null, release: null }
 const EMPTY = Buffer.alloc(0)
 
 export function injectWS (onUpgrade: UpgradeListener, path: string, options: InjectWSOptions = {}): Promise<WebSocket> {

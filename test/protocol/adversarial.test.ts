@@ -422,9 +422,9 @@ t.test('a fragmented text message whose fragments span reads, with a spanning pi
 t.test('held messages: a queue that is never empty keeps its slot array bounded', async (t) => {
   const held = new HeldMessages()
   let peak = 0
-  held.push(Buffer.from('a'), false)
+  held.push(Buffer.from('a'), false, 1)
   for (let i = 0; i < 100_000; i++) {
-    held.push(Buffer.from('b'), false)
+    held.push(Buffer.from('b'), false, 1)
     held.shift()
     peak = Math.max(peak, (held as unknown as { items: unknown[] }).items.length)
   }

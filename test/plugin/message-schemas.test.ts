@@ -1,0 +1,194 @@
+/**
+ * Route message schemas (`websocket.messages`): compiled with the instance's own compilers, inbound JSON parsed
+ * and validated before any listener sees it, outbound serialized by the instance's serializer (undeclared fields
+ * left out), refusals with the RFC's close codes or kept open with the errors, and the three usual providers:
+ * plain JSON Schema (ajv), TypeBox, Zod.
+ */
+import t from 'tap'
+import Fastify from 'fastify'
+import { Type } from 'typebox'
+import { z } from 'zod'
+import { serializerCompiler as zodSerializer, validatorCompiler as zodValidator } from 'fastify-type-provider-zod'
+import websocket, { type WebSocket } from '../../lib/index.js'
+import { buildApp, listen, RawWs, frame, waitFor } from '../helpers/index.js'
+
+const ChatIn = {
+  oneOf: [
+    { type: 'object', properties: { type: { const: 'join' }, nick: { type: 'string', minLength: 1, maxLength: 20 } }, required: ['type', 'nick'], additionalProperties: false },
+    { type: 'object', properties: { type: { const: 'say' }, text: { type: 'string', maxLength: 500 } }, required: ['type', 'text'], additionalProperties: false }
+  ]
+} as const
+
+const ChatOut = {
+  type: 'object',
+  properties: { type: { type: 'string' }, text: { type: 'string' } },
+  required: ['type']
+} as const
+
+t.test('JSON Schema (ajv): valid messages reach the handler parsed, invalid ones close with 1007, binary with 1003', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  const seen: unknown[] = []
+  const errors: string[] = []
+  app.get('/chat', { websocket: { messages: { receive: ChatIn, send: ChatOut } } }, (socket) => {
+    socket.on('message', (message) => {
+      seen.push(message)
+      socket.sendMessage({ type: 'ack', text: 'ok', secret: 'must not leak' })
+    })
+    socket.on('error', (err) => errors.push(`${err.code} ${err.closeCode ?? ''}`))
+  })
+  const port = await listen(app)
+
+  const ws = await RawWs.connect(port, '/chat')
+  t.teardown(() => ws.destroy())
+  ws.send(JSON.stringify({ type: 'join', nick: 'ada' }))
+  const reply = await ws.nextMessage()
+  t.same(JSON.parse(reply.payload.toString()), { type: 'ack', text: 'ok' }, 'the reply is serialized by the send schema: the undeclared field is left out')
+  t.same(seen, [{ type: 'join', nick: 'ada' }], 'the handler got the parsed message')
+
+  for (const [what, bytes, code] of [
+    ['a message that does not match', frame(0x1, JSON.stringify({ type: 'join', nick: '' })), 1007],
+    ['text that is not JSON', frame(0x1, '{"type": "say",'), 1007],
+    ['a binary frame', frame(0x2, Buffer.from('{}')), 1003]
+  ] as const) {
+    const bad = await RawWs.connect(port, '/chat')
+    t.teardown(() => bad.destroy())
+    bad.write(bytes)
+    await bad.closed()
+    t.equal(bad.closeCode, code, `${what}: closed with ${code}`)
+  }
+  t.equal(seen.length, 1, 'no invalid message reached the handler')
+  t.same(errors, ['FST_WS_INVALID_MESSAGE 1007', 'FST_WS_INVALID_MESSAGE 1007', 'FST_WS_INVALID_MESSAGE 1003'], 'each reported as an error with its close code')
+})
+
+t.test("onInvalid: 'emit' keeps the socket open and hands the validation errors to the route, which can reply", async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  app.get('/chat', { websocket: { messages: { receive: ChatIn, onInvalid: 'emit' } } }, (socket) => {
+    socket.on('message', (message) => { socket.sendMessage({ got: message }) })
+    socket.on('invalid', (err) => {
+      socket.sendMessage({ error: err.reason, details: Array.isArray(err.validation) ? err.validation.length : String(err.validation) })
+    })
+  })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/chat')
+  t.teardown(() => ws.destroy())
+  // (Fastify's ajv defaults apply, as for bodies: 7 would be coerced to "7"; an object cannot be.)
+  ws.send(JSON.stringify({ type: 'say', text: { not: 'a string' } }))
+  const first = JSON.parse((await ws.nextMessage()).payload.toString()) as { error: string, details: number }
+  t.equal(first.error, 'schema', 'the route heard of the schema failure')
+  t.ok(first.details > 0, 'with ajv\'s errors')
+  ws.send('not json')
+  t.equal((JSON.parse((await ws.nextMessage()).payload.toString()) as { error: string }).error, 'json')
+  ws.send(JSON.stringify({ type: 'say', text: 'still open' }))
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { got: { type: 'say', text: 'still open' } }, 'and the socket stayed open')
+})
+
+t.test('oversized messages still close with 1009 before any parsing', async (t) => {
+  const { app } = await buildApp({ maxPayload: 64 })
+  t.teardown(() => app.close())
+  app.get('/chat', { websocket: { messages: { receive: ChatIn } } }, () => {})
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/chat')
+  t.teardown(() => ws.destroy())
+  ws.send(JSON.stringify({ type: 'say', text: 'x'.repeat(100) }))
+  await ws.closed()
+  t.equal(ws.closeCode, 1009)
+})
+
+t.test('held messages and async iteration yield parsed messages', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  let server: WebSocket<string, unknown> | null = null
+  app.get('/chat', { websocket: { messages: { receive: ChatIn } } }, (socket) => { server = socket as WebSocket<string, unknown> })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/chat')
+  t.teardown(() => ws.destroy())
+  ws.send(JSON.stringify({ type: 'join', nick: 'a' }))
+  ws.send(JSON.stringify({ type: 'say', text: 'b' }))
+  await waitFor(() => server !== null, 2000, 'handler')
+  const got: unknown[] = []
+  for await (const m of server!) {
+    got.push(m)
+    if (got.length === 2) break
+  }
+  t.same(got, [{ type: 'join', nick: 'a' }, { type: 'say', text: 'b' }])
+})
+
+t.test('a schema the compiler refuses fails app.ready() with FST_WS_INVALID_SCHEMA naming the route', async (t) => {
+  const app = Fastify()
+  await app.register(websocket, { ports: 'any' })
+  app.get('/broken', { websocket: { messages: { receive: { type: 'object', properties: { a: { type: 'no-such-type' } } } } } }, () => {})
+  await t.rejects(async () => { await app.ready() }, { code: 'FST_WS_INVALID_SCHEMA', message: /\/broken/ })
+})
+
+t.test('option shape errors are FST_WS_INVALID_OPTION at registration', async (t) => {
+  for (const [messages, name] of [
+    [{}, 'websocket.messages'],
+    [{ receive: 'a string' }, 'websocket.messages.receive'],
+    [{ receive: {}, onInvalid: 'ignore' }, 'websocket.messages.onInvalid'],
+    [{ receive: {}, other: 1 }, 'websocket.messages.other']
+  ] as const) {
+    const app = Fastify()
+    await app.register(websocket, { ports: 'any' })
+    t.throws(() => app.get('/x', { websocket: { messages: messages as never } }, () => {}), { code: 'FST_WS_INVALID_OPTION', message: new RegExp(name.replace(/\./g, '\\.')) })
+    await app.close()
+  }
+})
+
+t.test('TypeBox schemas (the default ajv compiler)', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  const In = Type.Object({ n: Type.Integer({ minimum: 0 }) }, { additionalProperties: false })
+  const Out = Type.Object({ doubled: Type.Integer() })
+  app.get('/tb', { websocket: { messages: { receive: In, send: Out } } }, (socket) => {
+    socket.on('message', (m) => { socket.sendMessage({ doubled: (m as { n: number }).n * 2, extra: true }) })
+  })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/tb')
+  t.teardown(() => ws.destroy())
+  ws.send(JSON.stringify({ n: 21 }))
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { doubled: 42 })
+  ws.send(JSON.stringify({ n: -1 }))
+  await ws.closed()
+  t.equal(ws.closeCode, 1007, 'a value the TypeBox schema refuses closes 1007')
+})
+
+t.test('Zod schemas through fastify-type-provider-zod\'s compilers (instance-level, as that provider sets them)', async (t) => {
+  const app = Fastify()
+  app.setValidatorCompiler(zodValidator)
+  app.setSerializerCompiler(zodSerializer)
+  await app.register(websocket, { ports: 'any' })
+  t.teardown(() => app.close())
+  const In = z.object({ word: z.string().min(2) })
+  const Out = z.object({ upper: z.string() })
+  app.get('/zod', { websocket: { messages: { receive: In, send: Out, onInvalid: 'emit' } } }, (socket) => {
+    socket.on('message', (m) => { socket.sendMessage({ upper: (m as { word: string }).word.toUpperCase() }) })
+    socket.on('invalid', (err) => { socket.sendMessage({ upper: `INVALID:${err.reason}` }) })
+  })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/zod')
+  t.teardown(() => ws.destroy())
+  ws.send(JSON.stringify({ word: 'zod' }))
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { upper: 'ZOD' })
+  ws.send(JSON.stringify({ word: 'z' }))
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { upper: 'INVALID:schema' }, 'Zod\'s refusal reached the invalid listener')
+})
+
+t.test('sendMessage without a send schema uses JSON.stringify; on a closed socket it reports FST_WS_NOT_OPEN', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  let server: WebSocket | null = null
+  app.get('/plain', { websocket: true }, (socket) => {
+    server = socket
+    socket.sendMessage({ hello: 'world' })
+  })
+  const port = await listen(app)
+  const ws = await RawWs.connect(port, '/plain')
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { hello: 'world' })
+  ws.close(1000)
+  await ws.closed()
+  await waitFor(() => server!.readyState === server!.CLOSED, 2000, 'closed')
+  const err = await new Promise<Error | null | undefined>((resolve) => { server!.sendMessage({ late: true }, resolve) })
+  t.equal((err as { code?: string }).code, 'FST_WS_NOT_OPEN')
+})
