@@ -102,3 +102,13 @@ function expectType<T extends true> (): T | void {}
     socket.on('message', (message) => { expectType<Equal<typeof message, unknown>>() })
   })
 }
+
+// ---- a typed topic channel ----
+{
+  const app = Fastify().withTypeProvider<TypeBoxTypeProvider>()
+  void app.register(websocket)
+  const room = app.websocketServer.channel(Type.Object({ nick: Type.String(), text: Type.String() }))
+  room.publish('room:1', { nick: 'a', text: 'b' })
+  // @ts-expect-error text is missing
+  room.publish('room:1', { nick: 'a' })
+}

@@ -99,6 +99,15 @@ export class MessageCodec {
   }
 }
 
+/** A topic channel's serializer (app.websocketServer.channel): the instance's serializer compiler, as for routes. */
+export function compileSerializer (instance: FastifyInstance, schema: unknown): (message: unknown) => string {
+  try {
+    return serializerFor(instance)({ schema, method: 'GET', url: '(topic channel)', httpStatus: '200' }) as Serialize
+  } catch (err) {
+    throw new FST_WS_INVALID_SCHEMA('(topic channel)', 'channel', (err as Error).message)
+  }
+}
+
 type ValidatorCompiler = (route: { schema: unknown, method: string, url: string, httpPart: string }) => unknown
 type SerializerCompiler = (route: { schema: unknown, method: string, url: string, httpStatus: string }) => unknown
 

@@ -7,6 +7,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { resolveOptions, DEFAULTS, type WebSocketPluginOptions, resolveTopicBroker } from './options.js'
 import { compileTrust } from '../http/ports.js'
 import { createWebSocketServer } from './server.js'
+import { compileSerializer } from './message-schemas.js'
 import { ConnectionRegistry } from './registry.js'
 import { assertAllServed } from './route-guard.js'
 import { MemoryTopics } from './topics.js'
@@ -25,7 +26,7 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   const base = resolveOptions(options, DEFAULTS, '', false)
   const registry = new ConnectionRegistry(base.maxConnections)
   const broker = resolveTopicBroker((options as WebSocketPluginOptions).topics) ?? new MemoryTopics()
-  const server = createWebSocketServer(broker, registry.clients)
+  const server = createWebSocketServer(broker, registry.clients, (schema) => compileSerializer(fastify, schema))
   const state: PluginState = { registry, topics: broker, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const timer = base.handshakeTimeout > 0
     ? new HandshakeTimer(base.handshakeTimeout, (pending) => {

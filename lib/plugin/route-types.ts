@@ -57,7 +57,7 @@ export type WebSocketHandler<
 declare module 'fastify' {
   interface FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider> {
     /** The open sockets, topic publishing. */
-    websocketServer: WebSocketServer
+    websocketServer: WebSocketServer<TypeProvider>
     /** Connect to a WebSocket route in memory (no port): resolves to a client socket, rejects with the HTTP status on refusal. */
     injectWS (path: string, options?: InjectWSOptions): Promise<WebSocket>
     /** A route with a WebSocket handler next to its HTTP handler: the socket's protocol is typed from `websocket.protocols`. */

@@ -6,8 +6,18 @@ import { OPCODE_BINARY, OPCODE_TEXT } from '../protocol/constants.js'
 import { encodeFrame } from '../protocol/sender.js'
 import { FST_WS_INVALID_TOPIC } from '../errors.js'
 import { toBytes, type SendData } from '../socket/send-data.js'
+import type { FastifyTypeProvider, FastifyTypeProviderDefault } from 'fastify'
 import type { TopicBroker } from './topics.js'
 import type { WebSocket } from '../socket/websocket.js'
+
+/** Compiles a message schema into a serializer (the plugin's instance's serializer compiler). */
+export type CompileSerializer = (schema: unknown) => (message: unknown) => string
+
+/** A topic's typed publisher, from `app.websocketServer.channel(schema)`. */
+export interface TopicChannel<Message> {
+  /** Serialize `message` once with the channel's schema, frame it once, write it to every subscriber of `topic`. */
+  publish (topic: string, message: Message, options?: Omit<PublishOptions, 'binary'>): number
+}
 
 export interface PublishOptions {
   /** Send as binary. Default: true for buffers, false for strings. */
@@ -16,22 +26,38 @@ export interface PublishOptions {
   except?: WebSocket
 }
 
-let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>) => WebSocketServer
+let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer) => WebSocketServer
 
-export class WebSocketServer {
+export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault> {
   /** Every open socket this plugin accepted. */
   readonly clients: ReadonlySet<WebSocket>
   /** Where topic subscriptions live. */
   readonly topics: TopicBroker
 
+  readonly #compile: CompileSerializer
+
   /** Created by the plugin only (createWebSocketServer): `clients` is the live set of its connection registry. */
-  private constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>) {
+  private constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer) {
     this.clients = clients
     this.topics = topics
+    this.#compile = compile
   }
 
   static {
-    create = (topics, clients) => new WebSocketServer(topics, clients)
+    create = (topics, clients, compile) => new WebSocketServer(topics, clients, compile)
+  }
+
+  /**
+   * A typed publisher for topics whose messages follow `schema`: the schema is compiled once with the app's
+   * serializer compiler (fast-json-stringify by default: fields it does not declare are left out), each message is
+   * serialized once and framed once, whatever the number of subscribers. With a type provider, `publish()`'s
+   * message is typed from the schema.
+   */
+  channel<const S> (schema: S): TopicChannel<(TypeProvider & { schema: S })['serializer']> {
+    const serialize = this.#compile(schema)
+    return {
+      publish: (topic, message, options) => this.publish(topic, serialize(message), options === undefined ? undefined : { except: options.except })
+    }
   }
 
   /**
@@ -54,6 +80,6 @@ export class WebSocketServer {
 }
 
 /** The plugin's way to make `app.websocketServer` (not re-exported by the package). */
-export function createWebSocketServer (topics: TopicBroker, clients: ReadonlySet<WebSocket>): WebSocketServer {
-  return create(topics, clients)
+export function createWebSocketServer (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer): WebSocketServer {
+  return create(topics, clients, compile)
 }

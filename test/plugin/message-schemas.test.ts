@@ -192,3 +192,22 @@ t.test('sendMessage without a send schema uses JSON.stringify; on a closed socke
   const err = await new Promise<Error | null | undefined>((resolve) => { server!.sendMessage({ late: true }, resolve) })
   t.equal((err as { code?: string }).code, 'FST_WS_NOT_OPEN')
 })
+
+t.test('a typed topic channel serializes once with its schema (undeclared fields left out) and frames once for every subscriber', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  const news = app.websocketServer.channel({ type: 'object', properties: { headline: { type: 'string' } }, required: ['headline'] })
+  app.get('/news', { websocket: true }, (socket) => { socket.subscribe('news') })
+  const port = await listen(app)
+  const a = await RawWs.connect(port, '/news')
+  const b = await RawWs.connect(port, '/news')
+  t.teardown(() => { a.destroy(); b.destroy() })
+  await waitFor(() => app.websocketServer.subscriberCount('news') === 2, 2000, 'two subscribers')
+  t.equal(news.publish('news', { headline: 'typed', internal: 'secret' } as never), 2, 'written to both')
+  for (const ws of [a, b]) {
+    const m = await ws.nextMessage()
+    t.equal(m.opcode, 0x1, 'a text frame')
+    t.same(JSON.parse(m.payload.toString()), { headline: 'typed' }, 'the undeclared field is not published')
+  }
+  t.throws(() => app.websocketServer.channel({ type: 'no-such-type' }), { code: 'FST_WS_INVALID_SCHEMA' })
+})
