@@ -1,14 +1,19 @@
 /**
- * Chat room logic and wire types for the example app.
+ * Chat room logic and the `chat.v1` wire protocol of the example app.
  *
- * Kept free of any Fastify / plugin import so it can be read (and tested) on
- * its own: the server wires it to real sockets and to topic fan-out.
+ * The protocol is declared once, as TypeBox schemas: the server's route validates every inbound message
+ * against `ClientMessage` before a session sees it, serializes every reply with `ServerMessage`, and the
+ * TypeScript types below are derived from the same schemas. Kept free of any Fastify / plugin import so it
+ * can be read (and tested) on its own: the server wires it to real sockets and to topic fan-out.
  */
+import { Type } from 'typebox'
+import type { Static } from 'typebox'
 
 /** Room names accepted in `/chat/:room`. */
 export const ROOM_PATTERN = '^[a-z0-9-]{1,32}$'
 /** Nicknames: 1-24 letters, digits, `_` or `-`. */
-export const NICK_RE = /^[A-Za-z0-9_-]{1,24}$/
+export const NICK_PATTERN = '^[A-Za-z0-9_-]+$'
+export const MAX_NICK_LENGTH = 24
 export const MAX_TEXT_LENGTH = 500
 export const HISTORY_SIZE = 50
 /** The subprotocol spoken on `/chat/:room`. */
@@ -17,77 +22,104 @@ export const SUBPROTOCOL = 'chat.v1'
 // ---------------------------------------------------------------------------
 // Wire messages
 
+const Nick = Type.String({ minLength: 1, maxLength: MAX_NICK_LENGTH, pattern: NICK_PATTERN })
+
+/** client -> server: enter the room under a nickname (unique in the room). */
+export const JoinRequest = Type.Object({ type: Type.Literal('join'), nick: Nick })
+/** client -> server: say something. At least one non-blank character; the server trims it. */
+export const SayRequest = Type.Object({
+  type: Type.Literal('message'),
+  text: Type.String({ maxLength: MAX_TEXT_LENGTH, pattern: '\\S' })
+})
+
 /** client -> server */
-export type ClientMessage =
-  | { type: 'join', nick: string }
-  | { type: 'message', text: string }
+export type ClientMessage = Static<typeof JoinRequest> | Static<typeof SayRequest>
+/**
+ * What a client may send, chosen by `type`. Written with ajv's `discriminator` keyword over a `oneOf` (TypeBox's
+ * Union is an `anyOf`, which reports the errors of every branch): a refused message then carries the error of
+ * the branch its `type` chose, or a discriminator error when the type is missing or unknown. The server enables
+ * the keyword with ajv's `discriminator: true` option.
+ */
+export const ClientMessage = Type.Unsafe<ClientMessage>({
+  type: 'object',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  oneOf: [JoinRequest, SayRequest]
+})
 
-export interface ChatLine {
-  type: 'message'
-  nick: string
-  text: string
+export const ChatLine = Type.Object({
+  type: Type.Literal('message'),
+  nick: Type.String(),
+  text: Type.String(),
   /** server time, ms since the epoch */
-  ts: number
-}
+  ts: Type.Integer()
+})
+export type ChatLine = Static<typeof ChatLine>
 
-export type ErrorCode =
-  | 'bad_json'
-  | 'bad_message'
-  | 'unknown_type'
-  | 'binary_unsupported'
-  | 'not_joined'
-  | 'already_joined'
-  | 'bad_nick'
-  | 'nick_taken'
-  | 'bad_text'
+export const ErrorCode = Type.Enum([
+  'bad_json',
+  'bad_message',
+  'unknown_type',
+  'binary_unsupported',
+  'not_joined',
+  'already_joined',
+  'bad_nick',
+  'nick_taken',
+  'bad_text'
+])
+export type ErrorCode = Static<typeof ErrorCode>
+
+export const ErrorMessage = Type.Object({ type: Type.Literal('error'), code: ErrorCode, message: Type.String() })
+export type ErrorMessage = Static<typeof ErrorMessage>
 
 /** server -> client */
-export type ServerMessage =
-  | { type: 'welcome', room: string, nick: string, history: ChatLine[], presence: string[] }
-  | { type: 'joined', nick: string }
-  | { type: 'left', nick: string }
-  | { type: 'presence', nicks: string[] }
-  | ChatLine
-  | { type: 'error', code: ErrorCode, message: string }
-
-export type ErrorMessage = Extract<ServerMessage, { type: 'error' }>
+export const ServerMessage = Type.Union([
+  Type.Object({
+    type: Type.Literal('welcome'),
+    room: Type.String(),
+    nick: Type.String(),
+    history: Type.Array(ChatLine),
+    presence: Type.Array(Type.String())
+  }),
+  Type.Object({ type: Type.Literal('joined'), nick: Type.String() }),
+  Type.Object({ type: Type.Literal('left'), nick: Type.String() }),
+  Type.Object({ type: Type.Literal('presence'), nicks: Type.Array(Type.String()) }),
+  ChatLine,
+  ErrorMessage
+])
+export type ServerMessage = Static<typeof ServerMessage>
 
 export function errorMessage (code: ErrorCode, message: string): ErrorMessage {
   return { type: 'error', code, message }
 }
 
-export type ParseResult =
-  | { ok: true, msg: ClientMessage }
-  | { ok: false, error: ErrorMessage }
-
-function isRecord (v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
+/** The fields of an ajv error object this module reads. */
+interface SchemaError {
+  keyword: string
+  instancePath: string
+  params: { missingProperty?: string, error?: string, tagValue?: unknown }
 }
 
-/** Parses and validates the shape of one text frame from a client. */
-export function parseClientMessage (raw: string): ParseResult {
-  let data: unknown
-  try {
-    data = JSON.parse(raw)
-  } catch {
-    return { ok: false, error: errorMessage('bad_json', 'message is not valid JSON') }
+/**
+ * The reply to a message the route refused (the plugin's 'invalid' event: `reason` and `validation`). ajv stops
+ * at the first error, which the discriminator makes the one of the chosen message type; its field names the
+ * rule that was broken.
+ */
+export function invalidMessageReply (reason: 'binary' | 'json' | 'schema', validation: unknown): ErrorMessage {
+  if (reason === 'binary') return errorMessage('binary_unsupported', 'send JSON text frames')
+  if (reason === 'json') return errorMessage('bad_json', 'message is not valid JSON')
+  const first = (Array.isArray(validation) ? validation[0] : undefined) as SchemaError | undefined
+  if (first?.keyword === 'discriminator' && first.params.error === 'mapping') {
+    return errorMessage('unknown_type', `unknown message type ${JSON.stringify(String(first.params.tagValue).slice(0, 32))}`)
   }
-  if (!isRecord(data) || typeof data.type !== 'string') {
-    return { ok: false, error: errorMessage('bad_message', 'expected an object with a string "type"') }
-  }
-  switch (data.type) {
-    case 'join':
-      if (typeof data.nick !== 'string') {
-        return { ok: false, error: errorMessage('bad_nick', '"nick" must be a string') }
-      }
-      return { ok: true, msg: { type: 'join', nick: data.nick } }
-    case 'message':
-      if (typeof data.text !== 'string') {
-        return { ok: false, error: errorMessage('bad_text', '"text" must be a string') }
-      }
-      return { ok: true, msg: { type: 'message', text: data.text } }
+  const field = first === undefined ? undefined : first.instancePath !== '' ? first.instancePath.slice(1) : first.params.missingProperty
+  switch (field) {
+    case 'nick':
+      return errorMessage('bad_nick', `nickname must be 1-${MAX_NICK_LENGTH} letters, digits, "_" or "-"`)
+    case 'text':
+      return errorMessage('bad_text', `text must be 1-${MAX_TEXT_LENGTH} characters, not all blank`)
     default:
-      return { ok: false, error: errorMessage('unknown_type', `unknown message type ${JSON.stringify(data.type.slice(0, 32))}`) }
+      return errorMessage('bad_message', 'expected an object with "type": "join" or "message"')
   }
 }
 
@@ -180,36 +212,16 @@ export class Session {
     return this.#nick
   }
 
-  /** Handles one frame from the client. */
-  receive (data: Buffer | string, isBinary: boolean): void {
+  /** Handles one message from the client, already validated against `ClientMessage` by the route. */
+  receive (msg: ClientMessage): void {
     if (this.#gone) return
-    if (isBinary) {
-      this.member.send(errorMessage('binary_unsupported', 'send JSON text frames'))
-      return
-    }
-    const parsed = parseClientMessage(typeof data === 'string' ? data : data.toString('utf8'))
-    if (!parsed.ok) {
-      this.member.send(parsed.error)
-      return
-    }
-    const msg = parsed.msg
-    switch (msg.type) {
-      case 'join':
-        this.#join(msg.nick)
-        break
-      case 'message':
-        this.#say(msg.text)
-        break
-    }
+    if (msg.type === 'join') this.#join(msg.nick)
+    else this.#say(msg.text)
   }
 
   #join (nick: string): void {
     if (this.#nick !== undefined) {
       this.member.send(errorMessage('already_joined', `already joined as ${this.#nick}`))
-      return
-    }
-    if (!NICK_RE.test(nick)) {
-      this.member.send(errorMessage('bad_nick', 'nickname must be 1-24 letters, digits, "_" or "-"'))
       return
     }
     if (this.room.nicks.has(nick)) {
@@ -237,11 +249,8 @@ export class Session {
       this.member.send(errorMessage('not_joined', 'send {"type":"join","nick":...} first'))
       return
     }
+    // The schema allows 1-MAX_TEXT_LENGTH characters with a non-blank one, so the trimmed text is never empty.
     const text = raw.trim()
-    if (text.length === 0 || text.length > MAX_TEXT_LENGTH) {
-      this.member.send(errorMessage('bad_text', `text must be 1-${MAX_TEXT_LENGTH} characters`))
-      return
-    }
     const line: ChatLine = { type: 'message', nick: this.#nick, text, ts: this.chat._now() }
     this.room.remember(line)
     this.chat._publish(this.room, line)

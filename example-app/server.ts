@@ -6,6 +6,8 @@
  *
  * - `GET /chat/:room` is a WebSocket route speaking the `chat.v1` subprotocol,
  *   with an Origin allowlist and a port policy tied to the listening port.
+ * - Its messages are declared as TypeBox schemas (chat.ts): the plugin parses
+ *   and validates what clients send, and serializes what the server sends.
  * - Fan-out uses the plugin's topics: each joined socket subscribes to
  *   `room:<name>` and the server publishes to it.
  * - `/`, `/app.js` and `/style.css` are served from example-app/public/.
@@ -14,9 +16,11 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import websocket from '../lib/index.js'
-import { Chat, ROOM_PATTERN, SUBPROTOCOL } from './chat.js'
-import type { Member, ServerMessage } from './chat.js'
+import { Chat, ClientMessage, ROOM_PATTERN, ServerMessage, SUBPROTOCOL, invalidMessageReply } from './chat.js'
+import type { Member } from './chat.js'
 
 /** Largest frame the chat accepts; bigger ones close the socket with 1009. */
 export const MAX_FRAME_BYTES = 16 * 1024
@@ -89,7 +93,12 @@ export function buildApp (opts: AppOptions): FastifyInstance {
   const origins = opts.allowedOrigins ?? defaultOrigins(port, opts.host)
   const files = loadStatic()
 
-  const app = Fastify({ logger: opts.logger ?? false })
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    // Messages are validated like request bodies, with two changes to Fastify's ajv defaults: no type coercion
+    // (a nickname 42 is refused, not turned into "42"), and ajv's discriminator keyword (used by ClientMessage).
+    ajv: { customOptions: { coerceTypes: false, discriminator: true } }
+  })
 
   app.register(websocket, {
     // Chat frames are small JSON objects; refuse anything much bigger (close 1009).
@@ -98,7 +107,10 @@ export function buildApp (opts: AppOptions): FastifyInstance {
     heartbeat: { interval: 30_000, timeout: 10_000 }
   })
 
-  app.register(async (app) => {
+  app.register(async (plain) => {
+    const app = plain.withTypeProvider<TypeBoxTypeProvider>()
+    // Serialized once per publish, framed once for all subscribers. (A route's send serializer is used by
+    // sendMessage() on its sockets; publish takes the text as is.)
     const chat = new Chat((topic, msg) => {
       app.websocketServer.publish(topic, JSON.stringify(msg))
     })
@@ -113,21 +125,23 @@ export function buildApp (opts: AppOptions): FastifyInstance {
       })
     }
 
-    app.get<{ Params: { room: string } }>('/chat/:room', {
+    app.get('/chat/:room', {
       schema: {
-        params: {
-          type: 'object',
-          properties: { room: { type: 'string', pattern: ROOM_PATTERN } },
-          required: ['room'],
-          additionalProperties: false
-        }
+        params: Type.Object({ room: Type.String({ pattern: ROOM_PATTERN }) }, { additionalProperties: false })
       },
-      websocket: { protocols: [SUBPROTOCOL], origins, ports: [port] }
+      websocket: {
+        protocols: [SUBPROTOCOL],
+        origins,
+        ports: [port],
+        // Bad input (not JSON, a binary frame, a message the schema refuses) gets an `error` reply; the
+        // connection stays open.
+        messages: { receive: ClientMessage, send: ServerMessage, onInvalid: 'emit' }
+      }
     }, (socket, request) => {
       const member: Member = {
-        send (msg: ServerMessage) {
-          // send() throws once the socket is closing; a reply to a dying peer is moot.
-          if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg))
+        send (msg) {
+          // Nothing is sent (and false returned) once the socket is closing: a reply to a dying peer is moot.
+          socket.sendMessage(msg)
         },
         subscribe (topic: string) {
           socket.subscribe(topic)
@@ -138,8 +152,11 @@ export function buildApp (opts: AppOptions): FastifyInstance {
         }
       }
       const session = chat.connect(request.params.room, member)
-      socket.on('message', (data: Buffer, isBinary: boolean) => {
-        session.receive(data, isBinary)
+      socket.on('message', (msg) => {
+        session.receive(msg)
+      })
+      socket.on('invalid', (err) => {
+        member.send(invalidMessageReply(err.reason, err.validation))
       })
       socket.on('close', () => {
         session.close()
