@@ -288,6 +288,44 @@ t.test('protocol errors', async (t) => {
   t.match(await elsewhere.join('x'.repeat(24)), { type: 'welcome' }, 'same nickname in another room is fine')
 })
 
+t.test('messages the route schema refuses get an error reply; the socket stays open', async (t) => {
+  const c = await ChatClient.open(port, 'schema')
+  t.teardown(() => c.close())
+  const refused: Array<[message: unknown, code: string, what: string]> = [
+    ['null', 'bad_message', 'null'],
+    ['[]', 'bad_message', 'an array'],
+    [{}, 'bad_message', 'an object without type'],
+    [{ type: 3 }, 'bad_message', 'a type that is not a string'],
+    [{ type: 'join' }, 'bad_nick', 'a join without nick'],
+    [{ type: 'join', nick: true }, 'bad_nick', 'a boolean nick (not coerced to "true")'],
+    [{ type: 'join', nick: ['ann'] }, 'bad_nick', 'an array nick (not coerced to its element)'],
+    [{ type: 'message', text: 42 }, 'bad_text', 'a number text (not coerced to "42")'],
+    [{ type: 'message', text: '\n\t \u00a0' }, 'bad_text', 'a text of whitespace only']
+  ]
+  for (const [message, code, what] of refused) {
+    c.send(message)
+    t.match(await c.next(), { type: 'error', code }, `${what} -> ${code}`)
+  }
+
+  c.send({ type: 'x'.repeat(100) })
+  const unknown = await c.next()
+  t.same(unknown, { type: 'error', code: 'unknown_type', message: `unknown message type "${'x'.repeat(32)}"` },
+    'an unknown type is named in the reply (cut at 32 characters)')
+
+  t.equal(c.ws.readyState, 1, `still open after ${refused.length + 1} refused messages`)
+  const welcome = await c.join('ann')
+  t.match(welcome, { type: 'welcome', nick: 'ann', presence: ['ann'] }, 'and a valid join is then accepted')
+  t.same(await c.next(), { type: 'presence', nicks: ['ann'] })
+
+  c.send({ type: 'message', text: 'with extras', html: '<b>x</b>', nick: 'mallory' })
+  const said = await c.next()
+  t.match(said, { ts: Number }, 'a chat line carries the server time')
+  t.same({ ...said, ts: 0 }, { type: 'message', nick: 'ann', text: 'with extras', ts: 0 },
+    'fields the schema does not declare are ignored (the nick is the session\'s)')
+  c.send({ type: 'message', text: ' ' + 'y'.repeat(MAX_TEXT_LENGTH - 2) + ' ' })
+  t.match(await c.next(), { type: 'message', text: 'y'.repeat(MAX_TEXT_LENGTH - 2) }, `${MAX_TEXT_LENGTH} characters with the padding are accepted, then trimmed`)
+})
+
 t.test('fan-out, presence, join/leave, history', async (t) => {
   const a = await ChatClient.open(port, 'history')
   t.teardown(() => a.close())
@@ -491,6 +529,32 @@ t.test('browser', async (t) => {
     await dup.click('#join')
     await dup.locator('#join-error', { hasText: 'already in this room' }).waitFor()
     t.equal(await dup.getAttribute('#status', 'data-state'), 'idle', 'no reconnect after a fatal join error')
+  })
+
+  await t.test('invalid input from the page gets the server\'s error reply', async (t) => {
+    const { ctx, page } = await openPage()
+    t.teardown(() => ctx.close())
+
+    // The form's own constraints stop these in the page; without them, the route's schema answers.
+    await page.goto(`${base}/?room=schema-page`)
+    await page.evaluate('document.getElementById("nick").removeAttribute("pattern")')
+    await page.fill('#nick', 'has space')
+    await page.click('#join')
+    await page.locator('#join-error', { hasText: 'nickname must be 1-24 letters' }).waitFor()
+    t.pass('a nickname the schema refuses is reported on the join form')
+    t.equal(await page.getAttribute('#status', 'data-state'), 'idle', 'and the page does not retry it')
+
+    await joinAs(page, 'valid', 'schema-page')
+    await page.evaluate('document.getElementById("text").removeAttribute("maxlength")')
+    await page.fill('#text', 'y'.repeat(MAX_TEXT_LENGTH + 1))
+    await page.press('#text', 'Enter')
+    await page.locator('#messages li[data-type="error"]', { hasText: `text must be 1-${MAX_TEXT_LENGTH} characters` }).waitFor()
+    t.pass('an overlong message gets an error notice')
+    t.equal(await page.getAttribute('#status', 'data-state'), 'open', 'the connection stays open')
+    await page.fill('#text', 'still here after the error')
+    await page.press('#text', 'Enter')
+    await lastMessage(page, 'still here after the error').waitFor()
+    t.pass('and the next message goes through on the same connection')
   })
 
   await t.test('reconnects after the server restarts', async (t) => {
