@@ -9,7 +9,7 @@
  * - Its messages are declared as TypeBox schemas (chat.ts): the plugin parses
  *   and validates what clients send, and serializes what the server sends.
  * - Fan-out uses the plugin's topics: each joined socket subscribes to
- *   `room:<name>` and the server publishes to it.
+ *   `room:<name>` and the server publishes to it through a typed channel.
  * - `/`, `/app.js` and `/style.css` are served from example-app/public/.
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs'
@@ -109,10 +109,11 @@ export function buildApp (opts: AppOptions): FastifyInstance {
 
   app.register(async (plain) => {
     const app = plain.withTypeProvider<TypeBoxTypeProvider>()
-    // Serialized once per publish, framed once for all subscribers. (A route's send serializer is used by
-    // sendMessage() on its sockets; publish takes the text as is.)
+    // Fan-out through a topic channel: each message is serialized once with the same ServerMessage schema
+    // as the sockets' own replies, and framed once for all subscribers.
+    const rooms = app.websocketServer.channel(ServerMessage)
     const chat = new Chat((topic, msg) => {
-      app.websocketServer.publish(topic, JSON.stringify(msg))
+      rooms.publish(topic, msg)
     })
 
     for (const [route, file] of files) {
