@@ -251,10 +251,14 @@ async function measure (warmupS, durationS, snapshot) {
  * Pipelined echo: each connection keeps `window` messages in flight; every echoed
  * message is answered by a new one (written in one batch per received chunk).
  */
-async function echoScenario (p, { payload, opcode, extensions = null, verify }) {
-  const frame = clientFrame(opcode, payload)
-  const burst = repeatFrame(frame, p.window)
-  const conns = await connectMany(p.port, p.conns, { extensions })
+async function echoScenario (p, { payload, payloads = null, opcode, extensions = null, path = '/', verify }) {
+  // `payloads` (all of one length): the burst holds distinct messages in order (refills resend its first ones);
+  // else `payload` repeated. verify() gets each connection's first replies with their index in the burst.
+  const size = (payloads ? payloads[0] : payload).length
+  const frame = clientFrame(opcode, payloads ? payloads[0] : payload)
+  const burst = payloads ? Buffer.concat(Array.from({ length: p.window }, (_, i) => clientFrame(opcode, payloads[i % payloads.length]))) : repeatFrame(frame, p.window)
+  if (burst.length !== frame.length * p.window) throw new Error('echoScenario: the payloads must all have one length')
+  const conns = await connectMany(p.port, p.conns, { extensions, path })
   if (extensions) {
     const ext = conns[0].headers['sec-websocket-extensions'] ?? ''
     if (!/permessage-deflate/i.test(ext)) {
@@ -274,8 +278,9 @@ async function echoScenario (p, { payload, opcode, extensions = null, verify }) 
     readers.push(r)
     let checks = 3
     r.collect = true
+    let seq = 0
     r.onFrame = (op, rsv1, data) => {
-      const problem = verify(op, rsv1, data)
+      const problem = verify(op, rsv1, data, seq++)
       if (problem) { errors++; if (problems.length < 3) problems.push(problem) }
       if (--checks === 0) r.collect = false
     }
@@ -284,7 +289,7 @@ async function echoScenario (p, { payload, opcode, extensions = null, verify }) 
       const k = r.push(chunk)
       if (k === 0) return
       messages += k
-      bytes += k * payload.length
+      bytes += k * size
       if (!running) return
       let left = k
       while (left > 0) {
@@ -334,6 +339,50 @@ async function scenarioEcho64k (p) {
   })
   if (!r.skipped) r.value = r.mbps
   return r
+}
+
+/**
+ * Validated JSON echo: {"type":"say","room":"lobby","text":"hello world","n":N} (56 bytes, N = 100, 101, ... so the
+ * messages of a burst differ but have one length) answered by {"type":"said","text":"hello world","n":N}. Before the
+ * measurement one extra connection sends a message that is valid JSON but breaks the schema ("n" a string) and
+ * records how the server answers (invalidClose: the close code, or null when it replied), so a result from a
+ * server that does not actually validate cannot pass for one that does.
+ */
+async function scenarioJson (p) {
+  const say = (n) => Buffer.from(JSON.stringify({ type: 'say', room: 'lobby', text: 'hello world', n }))
+  const said = (n) => JSON.stringify({ type: 'said', text: 'hello world', n })
+  const first = 100
+  const payloads = Array.from({ length: p.window }, (_, i) => say(first + i))
+  const path = p.path ?? '/json'
+  const probe = await probeInvalid(p.port, path, Buffer.from('{"type":"say","room":"lobby","text":"hello world","n":"many"}'))
+  const r = await echoScenario(p, {
+    payloads,
+    opcode: 0x1,
+    path,
+    verify: (op, rsv1, data, seq) => {
+      const want = said(first + seq)
+      return (op !== 0x1 || data.toString() !== want) ? `bad reply ${seq} (opcode ${op}): ${data.toString().slice(0, 80)} instead of ${want}` : null
+    }
+  })
+  return { ...r, invalidClose: probe.closeCode, invalidAnswer: probe.answer }
+}
+
+/** Send one bad message on a fresh connection; resolve with how the server answered within 2 s. */
+async function probeInvalid (port, path, payload) {
+  const [c] = await connectMany(port, 1, { path })
+  return new Promise((resolve) => {
+    const r = new FrameReader()
+    r.collect = true
+    const done = (closeCode, answer) => { clearTimeout(timer); c.socket.destroy(); resolve({ closeCode, answer }) }
+    const timer = setTimeout(() => done(null, 'no answer within 2 s'), 2000)
+    r.onFrame = (op, rsv1, data) => done(null, `replied: ${data.toString().slice(0, 80)}`)
+    r.onControl = (op, data) => { if (op === 0x8) done(data.length >= 2 ? data.readUInt16BE(0) : 1005, `closed: ${data.subarray(2).toString()}`) }
+    c.socket.on('data', (chunk) => r.push(chunk))
+    c.socket.on('close', () => done(null, 'TCP closed without a Close frame'))
+    if (c.rest.length) r.push(c.rest)
+    c.socket.resume()
+    c.socket.write(clientFrame(0x1, payload))
+  })
 }
 
 /** Compressible text, ~4 KiB: JSON-ish records. */
@@ -629,7 +678,8 @@ const SCENARIOS = {
   handshakes: scenarioHandshakes,
   rss: scenarioRss,
   deflate: scenarioDeflate,
-  fanout: scenarioFanout
+  fanout: scenarioFanout,
+  json: scenarioJson
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,10 +15,14 @@
 //                     summarise with `node bench/profile-summary.js FILE.cpuprofile`
 //   --out=DIR         where results go (default bench/ for full runs, bench/.tmp/ (git-ignored)
 //                     for --quick so a smoke run never overwrites the full results)
+//   --no-merge        with --only, write only the scenarios just run; by default they replace their own
+//                     entries in DIR/results.json (same mode only) and the other scenarios are kept
 //
 // Each (scenario, round, server) runs in a fresh server process pinned to core 0 and a fresh
 // load-generator process pinned to core 1; servers alternate within a round and the order
 // rotates from round to round. Writes results.json, RESULTS.md and ratios.svg.
+// A scenario may name its own servers (`json`: the plugin with and without route message schemas and
+// @fastify/websocket with ajv by hand) and the path each one is driven on.
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
@@ -37,9 +41,13 @@ const SERVERS = {
   plugin: { script: 'servers/plugin.js', label: 'fastify-rfc6455 (this plugin)' },
   'fastify-websocket': { script: 'servers/fastify-websocket.js', label: '@fastify/websocket 11 (ws)' },
   ws: { script: 'servers/ws.js', label: 'ws 8 (bare WebSocketServer)' },
-  'raw-tcp': { script: 'servers/raw-tcp.js', label: 'raw TCP echo (ceiling)' }
+  'raw-tcp': { script: 'servers/raw-tcp.js', label: 'raw TCP echo (ceiling)' },
+  // Runs only in the scenarios that name it (its path is given by the scenario).
+  'plugin-unvalidated': { script: 'servers/plugin.js', label: 'fastify-rfc6455, JSON.parse + JSON.stringify by hand, no schema', only: true }
 }
-const PEERS = ['fastify-websocket', 'ws', 'raw-tcp']
+const PEERS = ['plugin-unvalidated', 'fastify-websocket', 'ws', 'raw-tcp']
+/** Servers loading dist/lib (skipped with a warning when it is not built). */
+const PLUGIN_SERVERS = ['plugin', 'plugin-unvalidated']
 
 /**
  * value: the headline metric of a loadgen result; better: which direction wins.
@@ -104,23 +112,43 @@ const SCENARIOS = {
     describe: (p) => `1 publisher, ${p.subs} subscribers, ${p.window} published messages in flight (56-byte text)`,
     full: { subs: 1000, window: 8, warmup: 1, duration: 4, timeout: 90 },
     quick: { subs: 300, window: 8, warmup: 0.5, duration: 1 }
+  },
+  json: {
+    title: 'Validated JSON echo (56-byte message in, 44-byte reply out)',
+    unit: 'msg/s',
+    better: 'higher',
+    // invalidClose: close code answering a message that breaks the schema ('–' = the server replied to it).
+    extra: ['invalidClose'],
+    // plugin: route `messages: { receive, send }` + socket.sendMessage(); plugin-unvalidated: JSON.parse +
+    // JSON.stringify by hand; fastify-websocket: JSON.parse + ajv (compiled from the same schema) + JSON.stringify.
+    servers: { plugin: '/json', 'plugin-unvalidated': '/json-unvalidated', 'fastify-websocket': '/json' },
+    describe: (p) => `${p.conns} connections x ${p.window} messages in flight, ${p.duration}s measured after ${p.warmup}s warm-up; ` +
+      '{"type":"say","room":"lobby","text":"hello world","n":123} answered by {"type":"said","text":"hello world","n":123}, ' +
+      'one JSON Schema for both (bench/servers/json-messages.js). plugin: route `messages: { receive, send }` (the instance\'s ajv, ' +
+      'fast-json-stringify) and `socket.sendMessage()`; plugin-unvalidated: the same plugin, `JSON.parse` + `JSON.stringify` by hand, ' +
+      'no validation; fastify-websocket: `JSON.parse` + an ajv 8 validator compiled from the same schema with Fastify\'s ajv options + `JSON.stringify`',
+    full: { conns: 50, window: 64, warmup: 1.5, duration: 4 },
+    quick: { conns: 20, window: 32, warmup: 0.5, duration: 1 }
   }
 }
 
-/** The performance bars of issue 5: plugin / peer ratio against a threshold. */
+/** Performance bars: plugin / peer ratio against a threshold, grouped by the issue that set them. */
+const ISSUES = { 5: 'Issue 5 targets', 12: 'Issue 12 targets (typed messages)' }
 const TARGETS = [
-  { scenario: 'echo32', peer: 'fastify-websocket', op: '>=', ratio: 2, text: 'small-message echo >= 2x @fastify/websocket' },
-  { scenario: 'echo64k', peer: 'ws', op: '>=', ratio: 1, text: '64 KiB throughput >= ws' },
-  { scenario: 'latency', peer: 'fastify-websocket', op: '<=', ratio: 1, text: 'p99 latency <= @fastify/websocket' },
-  { scenario: 'handshakes', peer: 'fastify-websocket', op: '>=', ratio: 1.3, text: 'handshakes/s >= 1.3x @fastify/websocket' },
-  { scenario: 'rss', peer: 'fastify-websocket', op: '<=', ratio: 0.6, text: 'RSS per idle connection <= 0.6x @fastify/websocket' }
+  { issue: 5, scenario: 'echo32', peer: 'fastify-websocket', op: '>=', ratio: 2, text: 'small-message echo >= 2x @fastify/websocket' },
+  { issue: 5, scenario: 'echo64k', peer: 'ws', op: '>=', ratio: 1, text: '64 KiB throughput >= ws' },
+  { issue: 5, scenario: 'latency', peer: 'fastify-websocket', op: '<=', ratio: 1, text: 'p99 latency <= @fastify/websocket' },
+  { issue: 5, scenario: 'handshakes', peer: 'fastify-websocket', op: '>=', ratio: 1.3, text: 'handshakes/s >= 1.3x @fastify/websocket' },
+  { issue: 5, scenario: 'rss', peer: 'fastify-websocket', op: '<=', ratio: 0.6, text: 'RSS per idle connection <= 0.6x @fastify/websocket' },
+  { issue: 12, scenario: 'json', peer: 'plugin-unvalidated', op: '>=', ratio: 0.85, text: 'validated JSON echo >= 0.85x the same plugin with JSON by hand, unvalidated' },
+  { issue: 12, scenario: 'json', peer: 'fastify-websocket', op: '>=', ratio: 5, text: 'validated JSON echo >= 5x @fastify/websocket with ajv by hand' }
 ]
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
 
 function parseArgs (argv) {
-  const opts = { quick: false, only: null, servers: null, rounds: null, pin: true, reportOnly: false, out: null, maxWait: null, profile: null, retries: null, budget: null }
+  const opts = { quick: false, only: null, servers: null, rounds: null, pin: true, reportOnly: false, out: null, maxWait: null, profile: null, retries: null, budget: null, merge: true }
   for (const a of argv) {
     const [k, v] = a.split('=')
     if (k === '--quick') opts.quick = true
@@ -128,6 +156,7 @@ function parseArgs (argv) {
     else if (k === '--servers') opts.servers = v.split(',').filter(Boolean)
     else if (k === '--rounds') opts.rounds = Number(v)
     else if (k === '--no-pin') opts.pin = false
+    else if (k === '--no-merge') opts.merge = false
     else if (k === '--report-only') opts.reportOnly = true
     else if (k === '--out') opts.out = v
     else if (k === '--max-wait') opts.maxWait = Number(v)
@@ -135,7 +164,7 @@ function parseArgs (argv) {
     else if (k === '--budget') opts.budget = Number(v)
     else if (k === '--profile') opts.profile = v || '/tmp/bench-profiles'
     else if (k === '--help' || k === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(0, 21).join('\n') + '\n')
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(0, 25).join('\n') + '\n')
       process.exit(0)
     } else {
       process.stderr.write(`unknown argument ${a} (try --help)\n`)
@@ -374,29 +403,35 @@ async function runAll (opts) {
   const mode = opts.quick ? 'quick' : 'full'
   const rounds = opts.rounds ?? (opts.quick ? 1 : 3)
   const scenarioNames = opts.only ?? Object.keys(SCENARIOS)
-  let serverNames = opts.servers ?? Object.keys(SERVERS)
-  if (serverNames.includes('plugin') && !existsSync(join(ROOT, 'dist', 'lib', 'index.js'))) {
-    process.stderr.write('run.js: dist/lib/index.js is missing (run `npm run build`); skipping the plugin server\n')
-    serverNames = serverNames.filter((s) => s !== 'plugin')
+  let allowed = opts.servers ?? Object.keys(SERVERS)
+  if (allowed.some((s) => PLUGIN_SERVERS.includes(s)) && !existsSync(join(ROOT, 'dist', 'lib', 'index.js'))) {
+    process.stderr.write('run.js: dist/lib/index.js is missing (run `npm run build`); skipping the plugin servers\n')
+    allowed = allowed.filter((s) => !PLUGIN_SERVERS.includes(s))
   }
+  /** The servers a scenario runs: those it names, else every server not reserved to the scenarios naming it. */
+  const serversOf = (def) => def.servers ? Object.keys(def.servers).filter((s) => allowed.includes(s)) : allowed.filter((s) => !SERVERS[s].only)
+  const used = [...new Set(scenarioNames.flatMap((scen) => serversOf(SCENARIOS[scen])))]
   const results = {
     machine: machine(),
     mode,
     rounds,
     pinned: opts.pin && HAVE_TASKSET && cpus().length > 1,
-    servers: Object.fromEntries(serverNames.map((s) => [s, SERVERS[s].label])),
+    servers: Object.fromEntries(used.map((s) => [s, SERVERS[s].label])),
     scenarios: {}
   }
   const t0 = Date.now()
   for (const scen of scenarioNames) {
     const def = SCENARIOS[scen]
     const params = def[mode]
+    const serverNames = serversOf(def)
     const entry = results.scenarios[scen] = {
       title: def.title,
       unit: def.unit,
       better: def.better,
       setup: def.describe(params),
       params,
+      // When and with which build this entry was measured (entries of other runs may be merged in later).
+      measured: { date: new Date().toISOString(), mode, rounds, cpu: results.machine.cpu, node: results.machine.node, pluginBuild: results.machine.pluginBuild?.sha1 ?? null },
       runs: Object.fromEntries(serverNames.map((s) => [s, []])),
       discarded: [] // noisy attempts that were retried
     }
@@ -408,7 +443,8 @@ async function runAll (opts) {
         let result
         for (let attempt = 0; ; attempt++) {
           const overBudget = Date.now() - t0 > opts.budget * 60000
-          result = await measureOnce(name, scen, def, params, opts, overBudget ? 0 : opts.maxWait)
+          const path = def.servers?.[name]
+          result = await measureOnce(name, scen, def, path ? { ...params, path } : params, opts, overBudget ? 0 : opts.maxWait)
           process.stderr.write(`${label}${attempt ? ` (retry ${attempt})` : ''}: ${describeResult(result, def)}\n`)
           if (!isNoisy(result) || attempt >= opts.retries || Date.now() - t0 > opts.budget * 60000) break
           entry.discarded.push({ server: name, round: r + 1, ...result })
@@ -465,6 +501,7 @@ function describeResult (r, def) {
   if (r.slowCycles) s += ` [${r.slowCycles} cycles > 200 ms, slowest ${fmt(r.slowestMs)} ms]`
   if (r.dropped) s += ` [${r.dropped} sends dropped: generator fell behind]`
   if (r.compressedShare !== undefined && def.serverFlags) s += ` [compressed ${(r.compressedShare * 100).toFixed(0)}%]`
+  if (r.invalidAnswer !== undefined) s += ` [schema-breaking message: ${r.invalidAnswer}]`
   return s
 }
 
@@ -530,6 +567,12 @@ function writeMarkdown (results, file) {
   const L = []
   L.push('# fastify-rfc6455 benchmark results', '')
   L.push(`Generated by \`node bench/run.js${results.mode === 'quick' ? ' --quick' : ''}\` on ${m.date} (${results.mode} mode, ${results.rounds} round(s), ${results.elapsedSeconds ?? '?'} s).`, '')
+  if (results.kept?.length) {
+    L.push(`That run measured ${Object.keys(results.scenarios).filter((n) => !results.kept.includes(n)).map((n) => `\`${n}\``).join(', ')}; ` +
+      `the results of ${results.kept.map((n) => `\`${n}\``).join(', ')} are kept from earlier runs (\`--only\` merges into results.json), ` +
+      'each section says when, on which CPU and with which plugin build it was measured. The machine lines below describe the latest run; ' +
+      'compare ratios between sections measured apart, not absolute numbers.', '')
+  }
   L.push('## Machine', '')
   L.push(`- CPU: ${m.cpu}, ${m.cores} cores${m.mhz ? ` @ ${m.mhz} MHz` : ''}, ${m.memoryGiB} GiB RAM`)
   L.push(`- Node ${m.node}${m.kernel ? `, Linux ${m.kernel}` : ''}`)
@@ -549,17 +592,23 @@ function writeMarkdown (results, file) {
     'Ratios are plugin median ÷ peer median; for "lower is better" metrics a ratio below 1 means the plugin wins. ' +
     '`raw-tcp` is a bare `net` echo that does only the handshake and frame bouncing (no validation): the ceiling for a Node server on this machine.', '')
 
-  L.push('## Issue 5 targets', '')
-  L.push('| Target | Measured ratio | Result |', '|---|---|---|')
-  for (const t of TARGETS) {
-    const st = targetStatus(results, t)
-    L.push(`| ${t.text} (plugin ÷ ${t.peer} ${t.op} ${t.ratio}) | ${Number.isFinite(st.ratio) ? st.ratio.toFixed(2) : '–'} | ${st.pass === null ? 'not measured' : st.pass ? 'PASS' : 'FAIL'} |`)
+  for (const [issue, heading] of Object.entries(ISSUES)) {
+    L.push(`## ${heading}`, '')
+    L.push('| Target | Measured ratio | Result |', '|---|---|---|')
+    for (const t of TARGETS.filter((t) => String(t.issue) === issue)) {
+      const st = targetStatus(results, t)
+      L.push(`| ${t.text} (plugin ÷ ${t.peer} ${t.op} ${t.ratio}) | ${Number.isFinite(st.ratio) ? st.ratio.toFixed(2) : '–'} | ${st.pass === null ? 'not measured' : st.pass ? 'PASS' : 'FAIL'} |`)
+    }
+    L.push('')
   }
-  L.push('')
 
   for (const [name, e] of Object.entries(results.scenarios)) {
     L.push(`## ${e.title}`, '')
     L.push(`Setup: ${e.setup}. Unit: ${e.unit} (${e.better} is better).`, '')
+    if (results.kept?.length && e.measured) {
+      const mm = e.measured
+      L.push(`Measured ${mm.date} on ${mm.cpu ?? '?'}, Node ${mm.node ?? '?'} (${mm.mode} mode, ${mm.rounds} round(s), plugin build ${mm.pluginBuild ?? '?'}).`, '')
+    }
     const extraKeys = SCENARIOS[name]?.extra ?? []
     L.push(`| Server | Median | Spread (min–max) | Rounds |${extraKeys.map((k) => ` ${k} |`).join('')} Plugin ÷ server |`)
     L.push(`|---|---|---|---|${extraKeys.map(() => '---|').join('')}---|`)
@@ -627,7 +676,7 @@ function writeSvg (results, file) {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`)
   out.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">fastify-rfc6455 ÷ peer (median of ${results.rounds} round(s), ${esc(results.mode)} mode, log scale)</text>`)
-  out.push(`<text x="${W / 2}" y="38" text-anchor="middle" fill="#555">green = plugin better, red = plugin worse; ▲ = issue 5 target; ${esc(results.machine.cpu)}, ${results.machine.cores} cores, Node ${esc(results.machine.node)}</text>`)
+  out.push(`<text x="${W / 2}" y="38" text-anchor="middle" fill="#555">green = plugin better, red = plugin worse; ▲ = target; ${esc(results.machine.cpu)}, ${results.machine.cores} cores, Node ${esc(results.machine.node)}</text>`)
   const axisBottom = H - 30
   for (let e = lmin; e <= lmax; e++) {
     const v = 2 ** e
@@ -664,6 +713,38 @@ function writeSvg (results, file) {
   writeFileSync(file, out.join('\n') + '\n')
 }
 
+/**
+ * A run of some scenarios (`--only`) replaces their entries in dir/results.json and keeps the others, in
+ * SCENARIOS order, when that file holds results of the same mode (a quick run never mixes with full results).
+ * Kept entries carry when and with which build they were measured (`measured`, filled in from the old file's
+ * machine line for files written before entries had it).
+ */
+function mergePrevious (results, dir) {
+  const file = join(dir, 'results.json')
+  if (!existsSync(file)) return results
+  let old
+  try { old = JSON.parse(readFileSync(file, 'utf8')) } catch (err) {
+    process.stderr.write(`run.js: cannot read ${file} (${err.message}); writing only this run's scenarios\n`)
+    return results
+  }
+  if (old.mode !== results.mode) {
+    process.stderr.write(`run.js: ${file} holds ${old.mode} results, this run is ${results.mode}; writing only this run's scenarios\n`)
+    return results
+  }
+  const kept = Object.keys(old.scenarios ?? {}).filter((n) => !(n in results.scenarios))
+  if (kept.length === 0) return results
+  for (const n of kept) {
+    old.scenarios[n].measured ??= { date: old.machine?.date ?? null, mode: old.mode, rounds: old.rounds, cpu: old.machine?.cpu ?? null, node: old.machine?.node ?? null, pluginBuild: old.machine?.pluginBuild?.sha1 ?? null }
+  }
+  const order = [...new Set([...Object.keys(SCENARIOS), ...kept])]
+  const scenarios = {}
+  for (const n of order) {
+    if (n in results.scenarios) scenarios[n] = results.scenarios[n]
+    else if (kept.includes(n)) scenarios[n] = old.scenarios[n]
+  }
+  return { ...results, servers: { ...old.servers, ...results.servers }, scenarios, kept }
+}
+
 function writeReports (results, dir) {
   writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2) + '\n')
   writeMarkdown(results, join(dir, 'RESULTS.md'))
@@ -677,10 +758,12 @@ function printSummary (results) {
     const ratios = Object.entries(e.ratios).map(([p, r]) => `/${p} ${r.toFixed(2)}`)
     lines.push(`  ${e.title} [${e.unit}]: ${parts.join('  ')}${ratios.length ? '  |  ' + ratios.join('  ') : ''}`)
   }
-  lines.push('', 'Issue 5 targets:')
-  for (const t of TARGETS) {
-    const st = targetStatus(results, t)
-    lines.push(`  ${st.pass === null ? 'n/a ' : st.pass ? 'PASS' : 'FAIL'}  ${t.text}: ${Number.isFinite(st.ratio) ? st.ratio.toFixed(2) : '–'}`)
+  for (const [issue, heading] of Object.entries(ISSUES)) {
+    lines.push('', `${heading}:`)
+    for (const t of TARGETS.filter((t) => String(t.issue) === issue)) {
+      const st = targetStatus(results, t)
+      lines.push(`  ${st.pass === null ? 'n/a ' : st.pass ? 'PASS' : 'FAIL'}  ${t.text}: ${Number.isFinite(st.ratio) ? st.ratio.toFixed(2) : '–'}`)
+    }
   }
   process.stdout.write(lines.join('\n') + '\n')
 }
@@ -694,7 +777,8 @@ if (opts.reportOnly) {
   writeSvg(results, join(opts.out, 'ratios.svg'))
   printSummary(results)
 } else {
-  const results = await runAll(opts)
+  let results = await runAll(opts)
+  if (opts.merge && opts.only) results = mergePrevious(results, opts.out)
   writeReports(results, opts.out)
   printSummary(results)
   process.stderr.write(`wrote ${join(opts.out, 'results.json')}, RESULTS.md, ratios.svg\n`)

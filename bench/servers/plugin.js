@@ -1,7 +1,10 @@
 // fastify-rfc6455 (this repo, built into dist/) on Fastify: echo route on `/`,
-// topic fan-out: /sub subscribes to 'bench', each message on /pub is published to 'bench'.
+// topic fan-out: /sub subscribes to 'bench', each message on /pub is published to 'bench',
+// JSON echo (`json` scenario): /json with route message schemas (parsed, validated, serialized by the plugin),
+// /json-unvalidated with JSON.parse and JSON.stringify by hand and no schema.
 import Fastify from 'fastify'
 import { parseServerArgs, announceReady } from './common.js'
+import { SayMessage, SaidMessage } from './json-messages.js'
 
 const { port, ctlPort, deflate } = parseServerArgs()
 
@@ -32,6 +35,19 @@ app.get('/pub', { websocket: true }, (socket) => {
     return
   }
   socket.on('message', (data, isBinary) => { wss.publish('bench', data, { binary: isBinary }) })
+})
+
+app.get('/json', { websocket: { messages: { receive: SayMessage, send: SaidMessage } } }, (socket) => {
+  // A message that is not JSON or does not match SayMessage closes the socket with 1007 before reaching here.
+  socket.on('message', (msg) => { socket.sendMessage({ type: 'said', text: msg.text, n: msg.n }) })
+})
+
+app.get('/json-unvalidated', { websocket: true }, (socket) => {
+  socket.on('message', (data) => {
+    let msg
+    try { msg = JSON.parse(data.toString()) } catch { socket.close(1007, 'Invalid JSON'); return }
+    socket.send(JSON.stringify({ type: 'said', text: msg.text, n: msg.n }))
+  })
 })
 
 await app.listen({ port, host: '127.0.0.1' })
