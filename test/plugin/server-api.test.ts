@@ -1,4 +1,4 @@
-// app.websocketServer: only its documented API (clients, topics, publish, subscriberCount), and publish() refuses
+// app.websocketServer: only its documented API (clients, topics, publish, channel, subscriberCount), and publish() refuses
 // what send() refuses with the same FST_WS_INVALID_DATA.
 import t from 'tap'
 import { buildApp } from '../helpers/index.js'
@@ -10,7 +10,7 @@ t.test('websocketServer exposes its documented members and nothing internal', as
   const server = app.websocketServer
   t.same(Object.keys(server).sort(), ['clients', 'topics'], 'own enumerable members')
   const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(server)).sort()
-  t.same(proto, ['constructor', 'publish', 'subscriberCount'], 'methods')
+  t.same(proto, ['channel', 'constructor', 'publish', 'subscriberCount'], 'methods')
   for (const name of ['_clients', '_closing', '_closeAll']) t.notOk(name in server, `no ${name}`)
 })
 
