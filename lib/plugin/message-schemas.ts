@@ -114,26 +114,27 @@ type SerializerCompiler = (route: { schema: unknown, method: string, url: string
 const defaultValidators = new WeakMap<object, ValidatorCompiler>()
 const defaultSerializers = new WeakMap<object, SerializerCompiler>()
 
-function validatorFor (instance: FastifyInstance): ValidatorCompiler {
-  const own = instance.validatorCompiler as ValidatorCompiler | undefined
-  if (own !== undefined) return own
-  let compiler = defaultValidators.get(instance)
+/**
+ * The instance's compiler if Fastify has set one up (a custom one, or its default once a route used a schema),
+ * else Fastify's default built the way Fastify builds it (once per instance).
+ */
+function compilerFor<C> (
+  instance: FastifyInstance, own: unknown, cache: WeakMap<object, C>, selector: () => unknown, option: 'ajv' | 'serializerOpts'
+): C {
+  if (own !== undefined) return own as C
+  let compiler = cache.get(instance)
   if (compiler === undefined) {
-    const build = AjvCompiler() as unknown as (schemas: unknown, options: unknown) => ValidatorCompiler
-    compiler = build(instance.getSchemas(), fastifyServerOption(instance, 'ajv'))
-    defaultValidators.set(instance, compiler)
+    const build = selector() as (schemas: unknown, options: unknown) => C
+    compiler = build(instance.getSchemas(), fastifyServerOption(instance, option))
+    cache.set(instance, compiler)
   }
   return compiler
 }
 
+function validatorFor (instance: FastifyInstance): ValidatorCompiler {
+  return compilerFor(instance, instance.validatorCompiler, defaultValidators, AjvCompiler, 'ajv')
+}
+
 function serializerFor (instance: FastifyInstance): SerializerCompiler {
-  const own = instance.serializerCompiler as SerializerCompiler | undefined
-  if (own !== undefined) return own
-  let compiler = defaultSerializers.get(instance)
-  if (compiler === undefined) {
-    const build = SerializerCompiler() as unknown as (schemas: unknown, options: unknown) => SerializerCompiler
-    compiler = build(instance.getSchemas(), fastifyServerOption(instance, 'serializerOpts'))
-    defaultSerializers.set(instance, compiler)
-  }
-  return compiler
+  return compilerFor(instance, instance.serializerCompiler, defaultSerializers, SerializerCompiler, 'serializerOpts')
 }

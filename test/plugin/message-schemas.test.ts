@@ -211,3 +211,22 @@ t.test('a typed topic channel serializes once with its schema (undeclared fields
   }
   t.throws(() => app.websocketServer.channel({ type: 'no-such-type' }), { code: 'FST_WS_INVALID_SCHEMA' })
 })
+
+t.test("the instance's ajv options apply to message schemas even when no route has a schema yet (Fastify builds its default compiler lazily)", async (t) => {
+  for (const [coerceTypes, expected] of [[undefined, 'accepted'], [false, 1007]] as const) {
+    const app = Fastify(coerceTypes === undefined ? {} : { ajv: { customOptions: { coerceTypes } } })
+    await app.register(websocket, { ports: 'any' })
+    t.teardown(() => app.close())
+    app.get('/chat', { websocket: { messages: { receive: ChatIn } } }, (socket) => {
+      socket.on('message', () => { socket.send('accepted') })
+    })
+    const port = await listen(app)
+    const ws = await RawWs.connect(port, '/chat')
+    t.teardown(() => ws.destroy())
+    ws.send(JSON.stringify({ type: 'say', text: 7 }))
+    const outcome = expected === 'accepted'
+      ? (await ws.nextMessage()).payload.toString()
+      : await ws.closed().then(() => ws.closeCode)
+    t.equal(outcome, expected, `coerceTypes ${String(coerceTypes)}: a number where a string is expected is ${String(expected)}`)
+  }
+})
