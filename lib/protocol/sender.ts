@@ -14,6 +14,8 @@ import type { PerMessageDeflate } from '../extensions/permessage-deflate/codec.j
 
 /** Payloads up to this size are copied next to their header: one small write beats two. */
 const COPY_THRESHOLD = 16 * 1024
+/** Most bytes of small frames joined into one write: a socket read's worth, so a reader can pause between them. */
+const MAX_SMALL_BATCH = 64 * 1024
 
 /** Called once a frame has been handed to the operating system, or with the reason it never will be. */
 export type WriteCallback = (err?: Error | null) => void
@@ -143,6 +145,14 @@ export class Sender {
   private queuedBytes = 0
   private compressing = false
   private corked = false
+  /**
+   * This tick's small frames, written to the socket as one buffer when the tick's batch is flushed: one
+   * socket.write() per socket per tick instead of one per frame. Anything written otherwise flushes them first,
+   * so order is kept.
+   */
+  private small: Buffer[] | null = null
+  private smallBytes = 0
+  private smallCbs: WriteCallback[] | null = null
   /** Bound once, and only on sockets that negotiated compression. */
   private readonly onCompressed: ((err: Error | null, data: Buffer | null) => void) | null
   /** Told when compression fails: the connection must fail. */
@@ -167,7 +177,36 @@ export class Sender {
   /** @internal Called by the next-tick flush. */
   uncork (): void {
     this.corked = false
+    if (this.small !== null) this.flushSmall()
     this.socket.uncork()
+  }
+
+  /** Keep a small frame for this tick's single write. */
+  private pushSmall (out: Buffer, cb: WriteCallback | undefined): boolean {
+    this.batch()
+    if (this.small !== null && this.smallBytes + out.length > MAX_SMALL_BATCH) this.flushSmall()
+    if (this.small === null) this.small = [out]
+    else this.small.push(out)
+    this.smallBytes += out.length
+    if (cb !== undefined) {
+      if (this.smallCbs === null) this.smallCbs = [cb]
+      else this.smallCbs.push(cb)
+    }
+    return this.socket.writableLength + this.smallBytes < this.socket.writableHighWaterMark
+  }
+
+  /** Write this tick's small frames now, as one buffer (before anything written otherwise, to keep order). */
+  private flushSmall (): void {
+    const small = this.small!
+    const cbs = this.smallCbs
+    const bytes = this.smallBytes
+    this.small = null
+    this.smallCbs = null
+    this.smallBytes = 0
+    const data = small.length === 1 ? small[0]! : Buffer.concat(small, bytes)
+    if (cbs === null) this.socket.write(data)
+    else if (cbs.length === 1) this.socket.write(data, cbs[0])
+    else this.socket.write(data, (err) => { for (let i = 0; i < cbs.length; i++) cbs[i]!(err) })
   }
 
   /** @internal For guarded(): whether the socket is gone. */
@@ -185,9 +224,9 @@ export class Sender {
     return this.queue.length > 0
   }
 
-  /** Bytes accepted but not yet handed to the socket (waiting for compression). */
+  /** Bytes accepted but not yet handed to the socket (waiting for compression, or for this tick's write). */
   get pendingBytes (): number {
-    return this.queuedBytes
+    return this.queuedBytes + this.smallBytes
   }
 
   /** Send a text message from a string, encoding it straight into the frame buffer. */
@@ -203,7 +242,9 @@ export class Sender {
     writeHeader(out, OPCODE_TEXT, length, true, false, mask)
     out.write(text, hl)
     if (mask !== null) applyMask(out, mask, hl, out.length)
+    if (length <= COPY_THRESHOLD) return this.pushSmall(out, guarded(this, cb))
     this.batch()
+    if (this.small !== null) this.flushSmall()
     return this.socket.write(out, guarded(this, cb))
   }
 
@@ -238,19 +279,26 @@ export class Sender {
       return
     }
     this.batch()
+    if (this.small !== null) this.flushSmall()
     this.socket.write(frame)
   }
 
   /** Call `cb` once everything sent so far, including messages still waiting for compression, is written. */
   flush (cb: WriteCallback): void {
     if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_RAW, cb })
-    else this.socket.write(EMPTY_BUFFER, guarded(this, cb))
+    else {
+      if (this.small !== null) this.flushSmall()
+      this.socket.write(EMPTY_BUFFER, guarded(this, cb))
+    }
   }
 
   /** Half-close the socket after everything queued so far (messages waiting for compression included). */
   end (): void {
     if (this.compressing) this.queue.push({ opcode: 0, data: EMPTY_BUFFER, kind: KIND_END, cb: undefined })
-    else if (!this.socket.writableEnded) this.socket.end()
+    else if (!this.socket.writableEnded) {
+      if (this.small !== null) this.flushSmall()
+      this.socket.end()
+    }
   }
 
   /** Write one frame now. */
@@ -265,8 +313,11 @@ export class Sender {
       writeHeader(out, opcode, length, fin, rsv1, mask)
       if (length > 0) data.copy(out, hl)
       if (mask !== null && length > 0) applyMask(out, mask, hl, out.length)
+      if (length <= COPY_THRESHOLD) return this.pushSmall(out, cb)
+      if (this.small !== null) this.flushSmall()
       return this.socket.write(out, cb)
     }
+    if (this.small !== null) this.flushSmall()
     const header = Buffer.allocUnsafe(hl)
     writeHeader(header, opcode, length, fin, rsv1, null)
     // The socket is corked (batch): header and payload leave together, the payload uncopied.
@@ -292,8 +343,11 @@ export class Sender {
       }
       this.queue.shift()
       this.queuedBytes -= item.data.length
-      if (item.kind === KIND_RAW) this.socket.write(item.data, guarded(this, item.cb))
-      else if (item.kind === KIND_END) {
+      if (item.kind === KIND_RAW) {
+        if (this.small !== null) this.flushSmall()
+        this.socket.write(item.data, guarded(this, item.cb))
+      } else if (item.kind === KIND_END) {
+        if (this.small !== null) this.flushSmall()
         if (!this.socket.writableEnded) this.socket.end()
       } else this.frame(item.opcode, item.data, true, false, item.cb)
     }

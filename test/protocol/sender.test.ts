@@ -132,7 +132,8 @@ t.test('while a message compresses, later messages wait in order; pings pass; Cl
   sender.sendText('small') // must wait behind
   sender.sendControl(0x9, Buffer.from('p')) // passes
   sender.sendControl(0x8, Buffer.from([0x03, 0xe8])) // waits
-  t.equal(sender.pendingBytes, 200 + 5 + 2, 'queued bytes are counted')
+  // The messages waiting for compression, plus the ping frame (3 bytes) waiting for this tick's single write.
+  t.equal(sender.pendingBytes, 200 + 5 + 2 + 3, 'queued bytes are counted')
   let frames = parseFrames(all()).frames
   t.same(frames.map((f) => f.opcode), [0x9], 'only the ping left')
   pending.shift()!()
@@ -195,8 +196,35 @@ t.test('frames written in one tick reach the socket together, on the next tick',
   sender.writeRaw(encodeFrame(0x1, Buffer.from('published')))
   t.same(writes, [], 'nothing written synchronously')
   await new Promise((resolve) => process.nextTick(resolve))
-  t.same(writes, [51], 'all 51 frames in one writev')
+  // The 50 small frames were joined into one buffer, written before the published frame: one writev of 2 chunks.
+  t.same(writes, [2], 'all 51 frames in one writev (the 50 small ones as one buffer)')
   sender.sendText('later')
   await new Promise((resolve) => setImmediate(resolve))
-  t.same(writes, [51, 1], 'the next tick starts a new batch')
+  t.same(writes, [2, 1], 'the next tick starts a new batch')
 })
+
+t.test('a tick\'s small frames leave as one write of at most 64 KiB, in order with large frames and raw frames', async (t) => {
+  const writes: Buffer[] = []
+  const w = new Writable({
+    writev (chunks, cb) { for (const c of chunks) writes.push(c.chunk as Buffer); cb() },
+    write (chunk: Buffer, _enc, cb) { writes.push(chunk); cb() }
+  })
+  const sender = new Sender(w as unknown as Duplex, false)
+  const order: string[] = []
+  for (let i = 0; i < 100; i++) sender.sendText(`small ${i}`, () => order.push(`small ${i}`))
+  sender.sendMessage(0x2, pattern(20_000), () => order.push('large'))
+  sender.sendText('after large', () => order.push('after large'))
+  sender.writeRaw(encodeFrame(0x1, Buffer.from('raw')))
+  for (let i = 0; i < 100; i++) sender.sendMessage(0x2, pattern(1000))
+  await new Promise((resolve) => setImmediate(resolve))
+  const frames = parseFrames(Buffer.concat(writes)).frames
+  t.equal(frames.length, 100 + 1 + 1 + 1 + 100, 'every frame written')
+  t.same(frames.slice(0, 100).map((f) => f.payload.toString()), Array.from({ length: 100 }, (_, i) => `small ${i}`), 'small frames first, in order')
+  t.equal(frames[100]!.payload.length, 20_000, 'then the large frame')
+  t.equal(frames[101]!.payload.toString(), 'after large')
+  t.equal(frames[102]!.payload.toString(), 'raw', 'then the raw frame')
+  t.ok(writes.every((c) => c.length <= 64 * 1024 + 20_000), 'no write joins more than 64 KiB of small frames')
+  t.ok(writes.length < 20, `${writes.length} writes for 203 frames`)
+  t.same(order, [...Array.from({ length: 100 }, (_, i) => `small ${i}`), 'large', 'after large'], 'callbacks in order')
+})
+
