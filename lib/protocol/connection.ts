@@ -82,7 +82,6 @@ export class Connection<Owner = unknown> implements ReceiverHost {
   /** The peer half-closed while a message was still inflating: finish once the parser has caught up. */
   private peerEnded = false
   private ending = false
-  private discarded = 0
 
   constructor (socket: Duplex, owner: Owner, hooks: ConnectionHooks<Owner>, options: ConnectionOptions) {
     const deflate = options.deflate
@@ -129,16 +128,10 @@ export class Connection<Owner = unknown> implements ReceiverHost {
     if (this.closeSent && held.bytes > this.options.inboundHighWaterMark) {
       // Only once our Close is out does reading go on past the mark (to reach the peer's Close, behind
       // whatever it sent meanwhile); what arrives then, beyond the mark, is dropped, not held.
-      this.discarded++
       return
     }
     held.push(data, isBinary, length)
     if (held.bytes > this.options.inboundHighWaterMark && !this.closeSent) this.pause(PAUSE_HELD)
-  }
-
-  /** Messages dropped because they arrived past inboundHighWaterMark after our Close was sent. */
-  get discardedCount (): number {
-    return this.discarded
   }
 
   /** The oldest held message, if any; reading resumes once half of the bound is free again. */
@@ -293,11 +286,6 @@ export class Connection<Owner = unknown> implements ReceiverHost {
     if ((this.pauseReasons & reason) === 0) return
     this.pauseReasons &= ~reason
     if (this.pauseReasons === 0 && this.readyState !== CLOSED) this.socket.resume()
-  }
-
-  /** Whether reading from the peer is paused (for any reason). */
-  get paused (): boolean {
-    return this.pauseReasons !== 0
   }
 
   private slowConsumer (): void {
