@@ -47,14 +47,8 @@ export function checkHandshake (req: IncomingMessage): string | Rejection {
   if (length !== undefined && !/^0+$/.test(length)) {
     return { status: 400, reason: `A WebSocket handshake must not have a body (Content-Length: ${JSON.stringify(length.slice(0, 40))})` }
   }
-  const version = headers['sec-websocket-version']
-  if (version === undefined || version.trim() !== '13') {
-    return {
-      status: 426,
-      reason: 'Unsupported Sec-WebSocket-Version: only 13 is supported',
-      headers: { 'sec-websocket-version': '13' }
-    }
-  }
+  const version = checkVersion(headers['sec-websocket-version'])
+  if (version !== null) return version
   const key = headers['sec-websocket-key']
   if (key === undefined) return { status: 400, reason: 'Missing Sec-WebSocket-Key header' }
   const trimmed = key.trim()
@@ -62,6 +56,19 @@ export function checkHandshake (req: IncomingMessage): string | Rejection {
     return { status: 400, reason: 'Sec-WebSocket-Key must be exactly one base64-encoded 16-byte value' }
   }
   return trimmed
+}
+
+/**
+ * Sec-WebSocket-Version must be 13 (RFC 6455 §4.2.1; RFC 8441 §5 keeps the rule for HTTP/2): null if it is, else
+ * the 426 that names the version we speak. The one owner of this rule for both HTTP versions.
+ */
+export function checkVersion (version: string | undefined): Rejection | null {
+  if (version !== undefined && version.trim() === '13') return null
+  return {
+    status: 426,
+    reason: 'Unsupported Sec-WebSocket-Version: only 13 is supported',
+    headers: { 'sec-websocket-version': '13' }
+  }
 }
 
 /** Sec-WebSocket-Accept: base64(SHA-1(key + GUID)). */

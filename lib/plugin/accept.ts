@@ -13,6 +13,8 @@ import { parseExtensions } from '../http/extension-header.js'
 import { negotiateServer } from '../extensions/permessage-deflate/negotiation.js'
 import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
 import { abandonUpgrade, claimSocket, type PendingUpgrade } from './upgrade.js'
+import { abandonStream, claimStream, type PendingStream } from './http2.js'
+import { authorityOf, checkExtendedConnect } from '../http/http2-handshake.js'
 import { openWebSocket, startWebSocket, failFromUser, type WebSocket, type SocketContext, type TopicHub } from '../socket/websocket.js'
 import type { ConnectionOptions } from '../protocol/connection.js'
 import type { ResolvedOptions } from './options.js'
@@ -48,8 +50,9 @@ export interface UpgradeAttempt {
   route: RouteState
   request: FastifyRequest
   reply: FastifyReply
-  pending: PendingUpgrade
-  /** The Sec-WebSocket-Key, once the handshake has been checked. */
+  /** An HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT (RFC 8441): the same checks, a different answer. */
+  pending: PendingUpgrade | PendingStream
+  /** The Sec-WebSocket-Key, once the handshake has been checked ('' over HTTP/2, which has none). */
   key: string
 }
 
@@ -59,7 +62,9 @@ function refuse (attempt: UpgradeAttempt, rejection: Rejection, err?: unknown): 
   const fields = { status: rejection.status, reason: rejection.reason, origin: request.headers.origin }
   if (err === undefined) request.log.info(fields, 'WebSocket upgrade refused: ' + rejection.reason)
   else request.log.error({ ...fields, err }, 'WebSocket upgrade refused: ' + rejection.reason)
-  reply.code(rejection.status).header('connection', 'close')
+  reply.code(rejection.status)
+  // HTTP/2 has no Connection field (the refusal ends the stream, not the connection).
+  if (!('http2' in attempt.pending)) reply.header('connection', 'close')
   if (rejection.headers !== undefined) reply.headers(rejection.headers)
   return reply.send({ statusCode: rejection.status, error: STATUS_CODES[rejection.status], message: rejection.reason })
 }
@@ -71,9 +76,15 @@ function originRefused (origin: string): Rejection {
 export function handleUpgrade (attempt: UpgradeAttempt): FastifyReply | Promise<FastifyReply | undefined> | undefined {
   const { request, route, plugin } = attempt
   const raw = request.raw
-  const key = checkHandshake(raw)
-  if (typeof key !== 'string') return refuse(attempt, key)
-  attempt.key = key
+  const http2 = 'http2' in attempt.pending
+  if (http2) {
+    const invalid = checkExtendedConnect(raw.headers)
+    if (invalid !== null) return refuse(attempt, invalid)
+  } else {
+    const key = checkHandshake(raw)
+    if (typeof key !== 'string') return refuse(attempt, key)
+    attempt.key = key
+  }
   const opts = route.opts
   // The port costs a system call: only look it up when a policy needs it.
   const origin = raw.headers.origin
@@ -88,7 +99,7 @@ export function handleUpgrade (attempt: UpgradeAttempt): FastifyReply | Promise<
     let verdict: boolean | Promise<boolean>
     try {
       verdict = opts.originCheck === null
-        ? isSameOrigin(origin, raw.headers.host, port)
+        ? isSameOrigin(origin, http2 ? authorityOf(raw.headers) : raw.headers.host, port)
         : opts.originCheck(origin, request)
     } catch (err) {
       return refuse(attempt, { status: 500, reason: 'Origin check failed' }, err)
@@ -110,7 +121,8 @@ function accept (attempt: UpgradeAttempt): FastifyReply | undefined {
     // may still read our answer: it is upgraded, and the connection finishes its side at once.)
     request.log.info('WebSocket upgrade abandoned: the client closed the connection during the handshake')
     reply.hijack()
-    abandonUpgrade(pending)
+    if ('http2' in pending) abandonStream(pending)
+    else abandonUpgrade(pending)
     return undefined
   }
   const opts = route.opts
@@ -148,10 +160,13 @@ function accept (attempt: UpgradeAttempt): FastifyReply | undefined {
   reply.hijack()
   const socket = pending.socket
   let ws: WebSocket<string>
-  let head: Buffer
+  let head: Buffer | null = null
   try {
-    head = claimSocket(pending)
-    socket.write(switchingProtocols(attempt.key, protocol, extensions))
+    if ('http2' in pending) claimStream(pending, protocol, extensions)
+    else {
+      head = claimSocket(pending)
+      socket.write(switchingProtocols(attempt.key, protocol, extensions))
+    }
     const maybeNet = socket as { setNoDelay?: (v: boolean) => void, setTimeout?: (ms: number) => void, timeout?: number }
     if (typeof maybeNet.setNoDelay === 'function') maybeNet.setNoDelay(true)
     // An HTTP idle timeout (Fastify's connectionTimeout) must not reach an idle WebSocket.

@@ -12,6 +12,7 @@ import { ConnectionRegistry } from './registry.js'
 import { assertAllServed } from './route-guard.js'
 import { MemoryTopics } from './topics.js'
 import { createUpgradeListener } from './upgrade.js'
+import { advertiseConnectProtocol, createConnectListener, isHttp2Server, refuseStreamToPlainRoute, StreamSessions } from './http2.js'
 import { HandshakeTimer } from './handshake-timer.js'
 import { createOnRoute } from './route.js'
 import { injectWS, type InjectWSOptions } from '../testing/inject.js'
@@ -35,6 +36,9 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
     })
     : null
   const onUpgrade = createUpgradeListener(fastify, registry, timer)
+  // HTTP/2 servers (RFC 8441): extended CONNECT streams are routed to the same routes (http2.ts).
+  const http2Sessions = isHttp2Server(fastify.server) ? new StreamSessions() : null
+  const onConnect = http2Sessions !== null ? createConnectListener(fastify, registry, timer, http2Sessions) : null
 
   const policies: Array<{ ports: ReadonlySet<number> | null, url: string }> = []
   fastify.addHook('onRoute', createOnRoute(state, (ports, url) => { policies.push({ ports, url }) }))
@@ -46,6 +50,10 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   })
 
   fastify.server.on('upgrade', onUpgrade)
+  if (onConnect !== null) {
+    fastify.server.on('connect', onConnect)
+    fastify.addHook('onRequest', refuseStreamToPlainRoute)
+  }
   fastify.addHook('onReady', function checkWebSocketRoutes (done) {
     // A WebSocket route this plugin does not serve (sibling context, declared before the plugin): FST_WS_PLUGIN_MISSING.
     try {
@@ -54,6 +62,8 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
       done(err as Error)
       return
     }
+    // RFC 8441 is advertised only by an app that has WebSocket routes: browsers use it as soon as it is.
+    if (onConnect !== null && policies.length > 0) advertiseConnectProtocol(fastify.server)
     done()
   })
   fastify.addHook('onListen', function warnAboutPorts (done) {
@@ -71,10 +81,15 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
     done()
   })
   fastify.addHook('preClose', function closeSockets (done) {
-    registry.closeAll().then(() => done(), done)
+    registry.closeAll().then(() => {
+      // Every WebSocket has closed (1001, then the close handshake or closeTimeout): GOAWAY on their HTTP/2 sessions.
+      if (http2Sessions !== null) http2Sessions.goAway()
+      done()
+    }, done)
   })
   fastify.addHook('onClose', function removeUpgradeListener (_instance, done) {
     fastify.server.removeListener('upgrade', onUpgrade)
+    if (onConnect !== null) fastify.server.removeListener('connect', onConnect)
     if (timer !== null) timer.stop()
     done()
   })

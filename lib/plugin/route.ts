@@ -9,6 +9,7 @@ import { FST_WS_INVALID_ROUTE } from '../errors.js'
 import { resolveOptions } from './options.js'
 import { hasToken } from '../http/handshake.js'
 import { kUpgrade, type UpgradeRequest } from './upgrade.js'
+import { kStream, markedConfig, type StreamRequest } from './http2.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
 import { isWebSocketRoute, markServed, type WebSocketRouteFields } from './route-guard.js'
 import { LimitedTopicHub } from './topic-hub.js'
@@ -77,7 +78,8 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     }
     onPorts(opts.ports, url)
     const wrapped = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
-      const pending = (request.raw as UpgradeRequest)[kUpgrade]
+      const raw = request.raw as UpgradeRequest & StreamRequest
+      const pending = raw[kUpgrade] ?? raw[kStream] // an HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT
       if (pending === undefined) {
         if (httpHandler !== null) return httpHandler.call(this, request, reply)
         return upgradeRequired(reply)
@@ -85,5 +87,6 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
       return handleUpgrade({ instance: this, plugin: state, route, request, reply, pending, key: '' })
     }
     routeOptions.handler = wrapped
+    routeOptions.config = markedConfig(routeOptions.config) as typeof routeOptions.config
   }
 }
