@@ -26,6 +26,15 @@ export const FST_WS_NOT_OPEN = createError<[string]>(
 /** Invalid topic name for subscribe/publish. */
 export const FST_WS_INVALID_TOPIC = createError<[string]>(
   'FST_WS_INVALID_TOPIC', 'Invalid topic: %s', 500, TypeError)
+/** A topic broker was constructed with an invalid option. */
+export const FST_WS_INVALID_BROKER_OPTION = createError<[string, string]>(
+  'FST_WS_INVALID_BROKER_OPTION', 'Invalid topic broker option "%s": %s', 500, TypeError)
+/** A publish was refused because the broker is not connected (the message was not sent). */
+export const FST_WS_BROKER_UNAVAILABLE = createError<[string]>(
+  'FST_WS_BROKER_UNAVAILABLE', 'Topic broker unavailable: %s', 503)
+/** The broker did not confirm a publish in time: the message may or may not have been published. */
+export const FST_WS_BROKER_TIMEOUT = createError<[number]>(
+  'FST_WS_BROKER_TIMEOUT', 'Topic broker did not answer within %d ms: the message may or may not have been published', 504)
 /** A route declares `wsHandler` or `websocket` in a way the plugin cannot serve. */
 export const FST_WS_INVALID_ROUTE = createError<[string, string]>(
   'FST_WS_INVALID_ROUTE', 'Invalid WebSocket route %s: %s', 500, TypeError)
@@ -72,6 +81,12 @@ export const FST_WS_ALREADY_REGISTERED = createError(
 /** A route's `websocket.messages` schema that its compiler refuses (thrown when the app boots). */
 export const FST_WS_INVALID_SCHEMA = createError<[string, string, string]>(
   'FST_WS_INVALID_SCHEMA', 'Invalid WebSocket message schema on route %s (messages.%s): %s', 500, TypeError)
+/**
+ * `socket.onMessage()` misuse: on a socket whose route has no `messages.receive` schema, with a type that is not a
+ * string or a handler that is not a function, or a second handler for the same type.
+ */
+export const FST_WS_INVALID_HANDLER = createError<[string]>(
+  'FST_WS_INVALID_HANDLER', 'Invalid message handler: %s', 500, TypeError)
 
 /* Errors emitted on a socket ('error' event) when the connection fails. */
 export const FST_WS_PROTOCOL_ERROR = createError<[string]>(

@@ -15,8 +15,13 @@ export type { WebSocketEvents, SendData, SendOptions, WriteCallback, IteratedMes
 export type { MessagesOption, InvalidMessagePolicy } from './plugin/message-schemas.js'
 export { WebSocketServer } from './plugin/server.js'
 export type { PublishOptions, TopicChannel } from './plugin/server.js'
-export type { TopicBroker } from './plugin/topics.js'
-export { MemoryTopics } from './plugin/topics.js'
+export type {
+  TopicBroker, TopicPosition, SubscribeOptions, SubscribeResult, TopicGap, TopicGapReason, PublishResult, SubscriberCounts, BrokerContext
+} from './topics/types.js'
+export type { TopicEnvelope, TopicMessage } from './topics/envelope.js'
+export type { HistoryLimits } from './topics/history.js'
+export { MemoryTopics, type MemoryTopicsOptions } from './topics/memory.js'
+export { RedisTopics, type RedisTopicsOptions, type RedisClient } from './topics/redis/redis-topics.js'
 export type { WebSocketPluginOptions, RouteWebSocketOptions, WebSocketLimits, WebSocketPolicy, SelectProtocol } from './plugin/options.js'
 export type { OriginsOption, OriginFunction, OriginPattern } from './http/origin.js'
 export type { PortsOption } from './http/ports.js'

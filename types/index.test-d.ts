@@ -3,7 +3,7 @@
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import websocket, {
   WebSocket, webSocketRoute, type WebSocketError, type IteratedMessage, type RouteWebSocketOptions,
-  type WebSocketPluginOptions, type TopicBroker, type HandshakeRejectedError
+  type WebSocketPluginOptions, type TopicBroker, type PublishResult, type HandshakeRejectedError
 } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
@@ -108,7 +108,7 @@ const badSelect: RouteWebSocketOptions<readonly ['x']> = { protocols: ['x'], sel
 expectType<unknown>(badSelect)
 
 // Decorations.
-expectType<number>(app.websocketServer.publish('room:1', 'hello', { except: undefined }))
+expectType<Promise<PublishResult>>(app.websocketServer.publish('room:1', 'hello', { except: undefined }))
 expectType<ReadonlySet<WebSocket>>(app.websocketServer.clients)
 const client = await app.injectWS('/plain', { protocols: ['chat'], origin: 'https://app.example.com', headers: { cookie: 'a=b' } })
 expectType<WebSocket>(client)
@@ -119,10 +119,11 @@ try {
 }
 
 const broker: TopicBroker = {
-  subscribe (_socket, _topic) {},
+  subscribe (_socket, topic) { return { status: 'live', topic, epoch: 'e', offset: 0 } },
   unsubscribe (_socket, _topic) {},
-  publish (_topic, _frame, _except) { return 0 },
-  subscriberCount () { return 0 }
+  async publish (topic) { return { topic, epoch: 'e', offset: 1 } },
+  subscriberCount () { return 0 },
+  async subscriberCounts () { return { total: 0, instances: {} } }
 }
 const pluginOptions: WebSocketPluginOptions = { topics: broker }
 expectType<WebSocketPluginOptions>(pluginOptions)

@@ -15,7 +15,8 @@ import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
 import { abandonUpgrade, claimSocket, type PendingUpgrade } from './upgrade.js'
 import { abandonStream, claimStream, type PendingStream } from './http2.js'
 import { authorityOf, checkExtendedConnect } from '../http/http2-handshake.js'
-import { openWebSocket, startWebSocket, failFromUser, type WebSocket, type SocketContext, type TopicHub } from '../socket/websocket.js'
+import { openWebSocket, startWebSocket, failFromUser, type WebSocket, type SocketContext } from '../socket/websocket.js'
+import type { TopicBroker } from '../topics/types.js'
 import type { ConnectionOptions } from '../protocol/connection.js'
 import type { ResolvedOptions } from './options.js'
 import type { ConnectionRegistry, RouteSlot } from './registry.js'
@@ -26,8 +27,10 @@ export type AnyWebSocketHandler = (this: FastifyInstance, socket: WebSocket<stri
 export interface PluginState {
   /** Open sockets, counts, limits, shutdown. */
   registry: ConnectionRegistry
-  /** Where the sockets' subscribe()/unsubscribe() go. */
-  topics: TopicHub
+  /** Where the sockets' subscribe()/unsubscribe() go, behind each route's limits. */
+  topics: TopicBroker
+  /** The longest topic name any route accepts (publish refuses longer ones). */
+  topicNames: { longest: number }
   trust: TrustFunction | null
   base: ResolvedOptions
 }

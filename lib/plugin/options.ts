@@ -9,7 +9,7 @@ import type { PortsOption } from '../http/ports.js'
 import { isToken } from '../http/tokens.js'
 import type { HeartbeatOptions } from '../protocol/connection.js'
 import { DEFAULT_DEFLATE_OPTIONS, type PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
-import type { TopicBroker } from './topics.js'
+import type { TopicBroker } from '../topics/types.js'
 import type { MessagesOption } from './message-schemas.js'
 
 /** Limits and timers; each can be set for the plugin and overridden per route. */
@@ -272,8 +272,8 @@ export function resolveTopicBroker (value: unknown): TopicBroker | undefined {
   if (value === undefined) return undefined
   const b = value as Partial<TopicBroker> | null
   if (typeof b !== 'object' || b === null || typeof b.publish !== 'function' || typeof b.subscribe !== 'function' ||
-      typeof b.unsubscribe !== 'function' || typeof b.subscriberCount !== 'function') {
-    fail('topics', `expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount), got ${describe(value)}`)
+      typeof b.unsubscribe !== 'function' || typeof b.subscriberCount !== 'function' || typeof b.subscriberCounts !== 'function') {
+    fail('topics', `expected a TopicBroker (subscribe, unsubscribe, publish, subscriberCount, subscriberCounts), got ${describe(value)}`)
   }
   return b as TopicBroker
 }

@@ -10,7 +10,8 @@ import { createWebSocketServer } from './server.js'
 import { compileSerializer } from './message-schemas.js'
 import { ConnectionRegistry } from './registry.js'
 import { assertAllServed } from './route-guard.js'
-import { MemoryTopics } from './topics.js'
+import { MemoryTopics } from '../topics/memory.js'
+import type { TopicBroker } from '../topics/types.js'
 import { createUpgradeListener } from './upgrade.js'
 import { advertiseConnectProtocol, createConnectListener, isHttp2Server, refuseStreamToPlainRoute, StreamSessions } from './http2.js'
 import { HandshakeTimer } from './handshake-timer.js'
@@ -26,9 +27,11 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
   if (fastify.hasDecorator('websocketServer')) throw new FST_WS_ALREADY_REGISTERED()
   const base = resolveOptions(options, DEFAULTS, '', false)
   const registry = new ConnectionRegistry(base.maxConnections)
-  const broker = resolveTopicBroker((options as WebSocketPluginOptions).topics) ?? new MemoryTopics()
-  const server = createWebSocketServer(broker, registry.clients, (schema) => compileSerializer(fastify, schema))
-  const state: PluginState = { registry, topics: broker, trust: compileTrust(fastifyTrustProxy(fastify)), base }
+  const broker: TopicBroker = resolveTopicBroker((options as WebSocketPluginOptions).topics) ?? new MemoryTopics()
+  if (broker.start !== undefined) broker.start({ log: fastify.log })
+  const topicNames = { longest: base.maxTopicLength }
+  const server = createWebSocketServer(broker, registry.clients, (schema) => compileSerializer(fastify, schema), fastify.log, topicNames)
+  const state: PluginState = { registry, topics: broker, topicNames, trust: compileTrust(fastifyTrustProxy(fastify)), base }
   const timer = base.handshakeTimeout > 0
     ? new HandshakeTimer(base.handshakeTimeout, (pending) => {
       fastify.log.warn('WebSocket upgrade timed out before its hooks finished (see the "handshakeTimeout" option)')
@@ -91,7 +94,15 @@ export const plugin: FastifyPluginAsync<WebSocketPluginOptions> = async function
     fastify.server.removeListener('upgrade', onUpgrade)
     if (onConnect !== null) fastify.server.removeListener('connect', onConnect)
     if (timer !== null) timer.stop()
-    done()
+    // Every socket is closed by now (preClose): the broker can let go of its connections and timers.
+    if (broker.close === undefined) {
+      done()
+      return
+    }
+    broker.close().then(() => done(), (err: unknown) => {
+      fastify.log.error({ err }, 'WebSocket topic broker failed to close')
+      done()
+    })
   })
 }
 

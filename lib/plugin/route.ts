@@ -34,6 +34,8 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
       throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
     }
     const opts = resolveOptions(websocket, state.base, 'websocket.', true)
+    // publish() refuses names no route's socket could subscribe to.
+    if (opts.maxTopicLength > state.topicNames.longest) state.topicNames.longest = opts.maxTopicLength
     const wsFn = (wsHandler ?? routeOptions.handler) as AnyWebSocketHandler
     const httpHandler = wsHandler !== undefined ? routeOptions.handler : null
     if (typeof wsFn !== 'function') throw new FST_WS_INVALID_ROUTE(url, 'a WebSocket route needs a handler')
@@ -56,7 +58,7 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
     }
     const context: SocketContext = {
       messages,
-      topics: new LimitedTopicHub(state.topics, opts), // the route's topic limits, in front of the plugin's broker
+      topics: new LimitedTopicHub(state.topics, opts, this.log), // the route's topic limits, in front of the plugin's broker
       release: slot.release // the registry's bookkeeping when a socket closes
     }
     const route: RouteState = {

@@ -2,13 +2,13 @@
  * `app.websocketServer`: the open sockets and topic publishing. Its class shape is its documented API and nothing
  * else; the bookkeeping behind `clients` (counts, limits, shutdown) lives in the plugin's ConnectionRegistry.
  */
-import { OPCODE_BINARY, OPCODE_TEXT } from '../protocol/constants.js'
-import { encodeFrame } from '../protocol/sender.js'
-import { FST_WS_INVALID_TOPIC } from '../errors.js'
+import { FST_WS_INVALID_TOPIC, FST_WS_TOPIC_LIMIT } from '../errors.js'
 import { toBytes, type SendData } from '../socket/send-data.js'
 import type { FastifyTypeProvider, FastifyTypeProviderDefault } from 'fastify'
-import type { TopicBroker } from './topics.js'
+import type { PublishResult, SubscriberCounts, TopicBroker } from '../topics/types.js'
 import type { WebSocket } from '../socket/websocket.js'
+
+interface ServerLog { warn (obj: object, msg: string): void }
 
 /** Compiles a message schema into a serializer (the plugin's instance's serializer compiler). */
 export type CompileSerializer = (schema: unknown) => (message: unknown) => string
@@ -16,7 +16,7 @@ export type CompileSerializer = (schema: unknown) => (message: unknown) => strin
 /** A topic's typed publisher, from `app.websocketServer.channel(schema)`. */
 export interface TopicChannel<Message> {
   /** Serialize `message` once with the channel's schema, frame it once, write it to every subscriber of `topic`. */
-  publish (topic: string, message: Message, options?: Omit<PublishOptions, 'binary'>): number
+  publish (topic: string, message: Message, options?: Omit<PublishOptions, 'binary'>): Promise<PublishResult>
 }
 
 export interface PublishOptions {
@@ -26,7 +26,14 @@ export interface PublishOptions {
   except?: WebSocket
 }
 
-let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer) => WebSocketServer
+interface TopicNames { readonly longest: number }
+
+let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer, log: ServerLog, names: TopicNames) => WebSocketServer
+
+/** A publish nobody awaits must not become an unhandled rejection: it is logged instead. */
+function logUnawaited (this: ServerLog, err: unknown): void {
+  this.warn({ err }, 'WebSocket publish failed')
+}
 
 export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault> {
   /** Every open socket this plugin accepted. */
@@ -35,16 +42,20 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
   readonly topics: TopicBroker
 
   readonly #compile: CompileSerializer
+  readonly #log: ServerLog
+  readonly #names: TopicNames
 
   /** Created by the plugin only (createWebSocketServer): `clients` is the live set of its connection registry. */
-  private constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer) {
+  private constructor (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer, log: ServerLog, names: TopicNames) {
     this.clients = clients
     this.topics = topics
     this.#compile = compile
+    this.#log = log
+    this.#names = names
   }
 
   static {
-    create = (topics, clients, compile) => new WebSocketServer(topics, clients, compile)
+    create = (topics, clients, compile, log, names) => new WebSocketServer(topics, clients, compile, log, names)
   }
 
   /**
@@ -61,25 +72,42 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
   }
 
   /**
-   * Frame `data` once and write the same bytes to every subscriber of `topic`. Returns the number of recipients.
-   * Throws FST_WS_INVALID_TOPIC for a bad topic and FST_WS_INVALID_DATA for data `send()` would refuse.
+   * Publish `data` to every subscriber of `topic` (on every instance, with a cluster-wide broker). Each instance
+   * frames it once and writes the same bytes to all its subscribers. Resolves with the message's position in the
+   * topic once the broker accepted it (the in-memory broker has delivered it by then); rejects with
+   * FST_WS_BROKER_UNAVAILABLE (not published) or FST_WS_BROKER_TIMEOUT (outcome unknown) when the broker cannot
+   * take it. A rejection nobody handles is logged, never an unhandled rejection. Throws FST_WS_INVALID_TOPIC for
+   * a bad topic, FST_WS_TOPIC_LIMIT for a name longer than any route's `maxTopicLength` (nobody could subscribe
+   * to it, and a broker's history would keep it) and FST_WS_INVALID_DATA for data `send()` would refuse.
    */
-  publish (topic: string, data: SendData, options?: PublishOptions): number {
+  publish (topic: string, data: SendData, options?: PublishOptions): Promise<PublishResult> {
     if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
+    if (topic.length > this.#names.longest) {
+      throw new FST_WS_TOPIC_LIMIT(`the topic name is ${topic.length} characters long; no route accepts more than ${this.#names.longest}`)
+    }
     const payload = toBytes(data)
     const binary = typeof data === 'string' ? options?.binary === true : options?.binary !== false
-    if (this.topics.subscriberCount(topic) === 0) return 0
-    const frame = encodeFrame(binary ? OPCODE_BINARY : OPCODE_TEXT, payload)
-    return this.topics.publish(topic, frame, options?.except)
+    const result = this.topics.publish(topic, payload, binary, options?.except)
+    // Marks the promise handled (the caller's await still sees the rejection) and logs it for fire-and-forget use.
+    result.catch(logUnawaited.bind(this.#log))
+    return result
   }
 
   /** How many sockets of this process are subscribed to `topic`. */
   subscriberCount (topic: string): number {
     return this.topics.subscriberCount(topic)
   }
+
+  /** How many sockets are subscribed to `topic` on every instance sharing the broker, and per instance. */
+  subscriberCounts (topic: string): Promise<SubscriberCounts> {
+    if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
+    return this.topics.subscriberCounts(topic)
+  }
 }
 
 /** The plugin's way to make `app.websocketServer` (not re-exported by the package). */
-export function createWebSocketServer (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer): WebSocketServer {
-  return create(topics, clients, compile)
+export function createWebSocketServer (
+  topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer, log: ServerLog, names: TopicNames
+): WebSocketServer {
+  return create(topics, clients, compile, log, names)
 }

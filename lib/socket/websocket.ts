@@ -17,9 +17,11 @@ import { isValidSendCloseCode } from '../protocol/close-codes.js'
 import { toBuffer, toBytes, type SendData } from './send-data.js'
 import {
   FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC,
-  FST_WS_INVALID_MESSAGE, type WebSocketError, type InvalidMessageError
+  FST_WS_INVALID_MESSAGE, FST_WS_INVALID_HANDLER, type WebSocketError, type InvalidMessageError
 } from '../errors.js'
 import type { ClosingError } from '../protocol/closing-error.js'
+import type { HeldMessage } from '../protocol/held-messages.js'
+import type { SubscribeOptions, SubscribeResult, TopicGap } from '../topics/types.js'
 
 export type { SendData } from './send-data.js'
 export type { WriteCallback } from '../protocol/sender.js'
@@ -34,6 +36,20 @@ export interface RawMessages { readonly 'fastify-rfc6455:raw-messages': true }
 
 /** The arguments of a 'message' listener: `(data, isBinary)` on a raw route, `(message)` on a route with a schema. */
 export type MessageArgs<Incoming> = [Incoming] extends [RawMessages] ? [data: Buffer, isBinary: boolean] : [message: Incoming]
+
+/**
+ * The `type` values `socket.onMessage()` accepts: those of a route's inbound messages when its `receive` schema is
+ * a union discriminated by a string `type` field (any string when the messages are untyped, none on a raw route).
+ */
+export type MessageTypeOf<Incoming> = [Incoming] extends [RawMessages] ? never
+  : unknown extends Incoming ? string
+    : Incoming extends { type: infer T extends string } ? T : never
+
+/** The inbound message of one `type`: the union's variant, narrowed (`unknown` when the messages are untyped). */
+export type MessageOfType<Incoming, Type extends string> = unknown extends Incoming ? unknown : Extract<Incoming, { type: Type }>
+
+/** A per-type message handler (`socket.onMessage()`): the validated message, narrowed to its variant, and the socket. */
+export type MessageHandler<Message, Socket> = (this: Socket, message: Message, socket: Socket) => unknown
 
 /** The events a WebSocket emits, with their listener arguments. */
 export interface WebSocketEvents<Incoming = RawMessages> {
@@ -52,6 +68,12 @@ export interface WebSocketEvents<Incoming = RawMessages> {
   pong: [data: Buffer]
   /** The outbound buffer went back under the high-water mark after `send()` returned false. */
   drain: []
+  /**
+   * A subscribed topic may have lost messages for this socket after its subscription became live (the topic
+   * broker lost its connection and could not recover them, or the topic's epoch changed). Forward it to the client
+   * so it reloads what it shows. Delivery continues after `gap.offset`.
+   */
+  topicGap: [gap: TopicGap]
 }
 
 export interface SendOptions {
@@ -73,9 +95,9 @@ export interface MessageCodecLike {
 
 export interface SocketLog { warn (obj: object, msg: string): void, error (obj: object, msg: string): void }
 
-/** Where a socket's topic subscriptions go: called before the socket records a topic, so it may refuse it. */
+/** Where a socket's topic subscriptions go: called before the socket records a topic, so it may refuse it (throw). */
 export interface TopicHub {
-  subscribe (socket: WebSocket, topic: string): void
+  subscribe (socket: WebSocket, topic: string, options: SubscribeOptions | undefined): SubscribeResult | Promise<SubscribeResult>
   unsubscribe (socket: WebSocket, topic: string): void
 }
 
@@ -96,6 +118,16 @@ function onNewListener (this: WebSocket, event: string | symbol): void {
   if (event === 'message') scheduleFlush(this)
 }
 
+function checkSubscribeOptions (options: SubscribeOptions): void {
+  if (typeof options !== 'object' || options === null) throw new FST_WS_INVALID_TOPIC('subscribe options must be an object')
+  const since = options.since
+  if (since === undefined) return
+  if (typeof since !== 'object' || since === null || typeof since.epoch !== 'string' ||
+      typeof since.offset !== 'number' || !Number.isSafeInteger(since.offset) || since.offset < 0) {
+    throw new FST_WS_INVALID_TOPIC('since must be { epoch: string, offset: integer ≥ 0 }')
+  }
+}
+
 function notOpen (state: number, cb: WriteCallback | undefined): false {
   if (cb !== undefined) process.nextTick(cb, new FST_WS_NOT_OPEN(String(state)))
   return false
@@ -107,6 +139,11 @@ let connectionOf: (ws: WebSocket) => Connection<WebSocket>
 let create: (socket: Duplex, options: ConnectionOptions, protocol: string, extensions: string, ctx: SocketContext, log: SocketLog) => WebSocket
 let flushHeldOf: (ws: WebSocket) => void
 let failUser: (ws: WebSocket, err: unknown, what: string) => void
+let holding: (ws: WebSocket) => boolean
+
+/** A handler of `socket.onMessage()` as the socket stores it. */
+type AnyMessageHandler = (this: WebSocket, message: unknown, socket: WebSocket) => unknown
+let emitGap: (ws: WebSocket, gap: TopicGap) => void
 
 export class WebSocket<Protocol extends string = string, Incoming = RawMessages, Outgoing = unknown> extends EventEmitter<WebSocketEvents<Incoming>> {
   static readonly CONNECTING: 0 = CONNECTING
@@ -131,6 +168,16 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
   #waiters: Array<(result: IteratorResult<IteratedMessage<Incoming>>) => void> | null = null
   #subscribed: Set<string> | null = null
   #closed = false
+  /** `onMessage()` handlers by message type (created by the first one). */
+  #handlers: Map<unknown, AnyMessageHandler> | null = null
+  /**
+   * The oldest held message once taken out of the connection's queue and found to have no consumer yet (no handler
+   * for its type, no 'message' listener): it stays first, everything after it waits behind it.
+   */
+  #parked: HeldMessage | undefined = undefined
+  /** Reports a rejected `onMessage()` handler: made once per socket, on the first promise a handler returns. */
+  #onHandlerRejected: ((err: unknown) => void) | null = null
+  #warnedUnhandled = false
 
   /** This socket as the plugin's registries see it: whatever its route's protocol and message types. */
   get #self (): WebSocket {
@@ -161,7 +208,9 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     connectionOf = (ws) => ws.#conn
     create = (socket, options, protocol, extensions, ctx, log) => new WebSocket(socket, options, protocol, extensions, ctx, log)
     flushHeldOf = (ws) => ws.#flushHeld()
+    holding = (ws) => ws.#holding()
     failUser = (ws, err, what) => ws.#failFromUser(err, what)
+    emitGap = (ws, gap) => { if (!ws.#closed) ws.#emitSafely('topicGap', gap) }
   }
 
   get readyState (): ReadyState {
@@ -207,6 +256,26 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     if (conn.readyState !== OPEN) return notOpen(conn.readyState, cb)
     const codec = this.#ctx.messages
     return conn.sendText(codec === null ? JSON.stringify(message) : codec.encode(message), cb)
+  }
+
+  /**
+   * Handle the inbound messages of one `type`, on a route whose `messages.receive` schema is a union discriminated
+   * by a string `type` field: `handler(message, socket)` gets each validated message of that type, typed as its
+   * variant. A message whose type has no handler goes to the 'message' event (its listeners, async iteration, or
+   * held until one of them consumes, with the messages after it: order is kept). Messages that arrived before
+   * the handler was set are handled in order. One handler per type; returns the socket, so calls chain. A handler
+   * that throws or rejects closes the socket with 1011 and is logged, as a 'message' listener does.
+   */
+  onMessage<Type extends MessageTypeOf<Incoming>> (type: Type, handler: MessageHandler<MessageOfType<Incoming, Type>, this>): this {
+    const codec = this.#ctx.messages
+    if (codec === null || !codec.validates) throw new FST_WS_INVALID_HANDLER('onMessage() needs a route with a messages.receive schema')
+    if (typeof type !== 'string') throw new FST_WS_INVALID_HANDLER(`the type must be a string, got ${typeof type}`)
+    if (typeof handler !== 'function') throw new FST_WS_INVALID_HANDLER(`the handler of '${type}' must be a function`)
+    const handlers = this.#handlers ??= new Map()
+    if (handlers.has(type)) throw new FST_WS_INVALID_HANDLER(`'${type}' already has a handler`)
+    handlers.set(type, handler as unknown as AnyMessageHandler)
+    scheduleFlush(this.#self)
+    return this
   }
 
   /** Resolves once everything sent so far has been handed to the OS; rejects if the socket closes first. */
@@ -288,14 +357,23 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     return this.#subscribed ?? EMPTY_TOPICS
   }
 
-  subscribe (topic: string): void {
+  /**
+   * Receive what is published to `topic`. Resolves once the subscription is live (at once with the in-memory
+   * broker; after the broker confirmed it with Redis), with the topic's position; with `since`, after the missed
+   * messages were sent, or with `status: 'gap'` when they cannot be. Never rejects: a bad topic name or a topic
+   * limit throws synchronously; a socket that is not open resolves `cancelled`, one already subscribed resolves
+   * `unchanged`, without doing anything.
+   */
+  subscribe (topic: string, options?: SubscribeOptions): Promise<SubscribeResult> {
     const hub = this.#hub(topic)
-    if (this.readyState !== OPEN) return
-    if (this.#subscribed !== null && this.#subscribed.has(topic)) return
+    if (options !== undefined) checkSubscribeOptions(options)
+    if (this.readyState !== OPEN) return Promise.resolve({ status: 'cancelled', topic })
+    if (this.#subscribed !== null && this.#subscribed.has(topic)) return Promise.resolve({ status: 'unchanged', topic })
     // The hub first: it enforces the topic limits (and may throw) against the topics held so far.
-    hub.subscribe(this.#self, topic)
+    const result = hub.subscribe(this.#self, topic, options)
     if (this.#subscribed === null) this.#subscribed = new Set()
     this.#subscribed.add(topic)
+    return Promise.resolve(result)
   }
 
   unsubscribe (topic: string): void {
@@ -318,7 +396,11 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
   [Symbol.asyncIterator] (): AsyncIterableIterator<IteratedMessage<Incoming>> {
     this.#iterating = true
     const next = (): Promise<IteratorResult<IteratedMessage<Incoming>>> => {
-      const item = this.#conn.takeHeld()
+      let item = this.#takeHeld()
+      // Held messages that have an onMessage() handler go to it; the iterator yields the others.
+      for (let handler; item !== undefined && (handler = this.#handlerFor(item.data)) !== undefined; item = this.#takeHeld()) {
+        this.#dispatch(handler, item.data)
+      }
       if (item !== undefined) return Promise.resolve({ value: this.#iterated(item.data, item.isBinary), done: false })
       if (this.#closed || !this.#iterating) return Promise.resolve({ value: undefined, done: true })
       return new Promise((resolve) => { (this.#waiters ??= []).push(resolve) })
@@ -356,17 +438,69 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
       message = decoded.value
     }
     const conn = this.#conn
+    const ready = conn.heldCount === 0 && this.#parked === undefined
+    if (this.#handlers !== null && ready) {
+      const handler = this.#handlerFor(message)
+      if (handler !== undefined) {
+        this.#dispatch(handler, message)
+        return
+      }
+    }
     if (this.#iterating) {
       const waiters = this.#waiters
-      if (waiters !== null && waiters.length > 0 && conn.heldCount === 0) {
+      if (waiters !== null && waiters.length > 0 && ready) {
         waiters.shift()!({ value: this.#iterated(message, isBinary), done: false })
         return
       }
-    } else if (conn.heldCount === 0 && this.listenerCount('message') > 0) {
+    } else if (ready && this.listenerCount('message') > 0) {
       this.#deliver(message, isBinary)
       return
+    } else if (this.#handlers !== null && this.listenerCount('message') === 0) {
+      this.#warnUnhandled(message)
     }
     conn.hold(message, isBinary, data.length)
+  }
+
+  /** The onMessage() handler of a decoded message's `type`, if there is one: one Map lookup. */
+  #handlerFor (message: unknown): AnyMessageHandler | undefined {
+    const handlers = this.#handlers
+    if (handlers === null || typeof message !== 'object' || message === null) return undefined
+    return handlers.get((message as { type?: unknown }).type)
+  }
+
+  /** Call an onMessage() handler; it fails like a 'message' listener (throw or rejection: log, close 1011). */
+  #dispatch (handler: AnyMessageHandler, message: unknown): void {
+    try {
+      const result = handler.call(this.#self, message, this.#self)
+      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+        (result as PromiseLike<unknown>).then(undefined, this.#onHandlerRejected ??= (err: unknown) => {
+          this.#failFromUser(err, 'message handler rejected')
+        })
+      }
+    } catch (err) {
+      this.#failFromUser(err, `'${String((message as { type: unknown }).type)}' message handler threw`)
+    }
+  }
+
+  /** Once per socket: a message whose type has no onMessage() handler, and no 'message' listener to take it. */
+  #warnUnhandled (message: unknown): void {
+    if (this.#warnedUnhandled || this.#handlerFor(message) !== undefined) return
+    this.#warnedUnhandled = true
+    const type = typeof message === 'object' && message !== null ? (message as { type?: unknown }).type : undefined
+    this.#log.warn({ type }, 'WebSocket message with no onMessage() handler for its type and no \'message\' listener: held until one consumes it')
+  }
+
+  /** Whether messages are held (in the connection's queue, or parked first in line). */
+  #holding (): boolean {
+    return this.#parked !== undefined || this.#conn.heldCount > 0
+  }
+
+  /** The oldest held message: the parked one first. */
+  #takeHeld (): HeldMessage | undefined {
+    const parked = this.#parked
+    if (parked === undefined) return this.#conn.takeHeld()
+    this.#parked = undefined
+    return parked
   }
 
   #deliver (message: unknown, isBinary: boolean): void {
@@ -406,10 +540,19 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
   }
 
   #flushHeld (): void {
-    const conn = this.#conn
-    while (conn.heldCount > 0 && !this.#iterating && this.listenerCount('message') > 0) {
-      const item = conn.takeHeld()!
-      this.#deliver(item.data, item.isBinary)
+    // While iterating, the iterator takes held messages (and hands those with a handler to it).
+    while (!this.#iterating) {
+      const item = this.#takeHeld()
+      if (item === undefined) return
+      const handler = this.#handlerFor(item.data)
+      if (handler !== undefined) this.#dispatch(handler, item.data)
+      else if (this.listenerCount('message') > 0) this.#deliver(item.data, item.isBinary)
+      else {
+        // Nobody for this one yet: it stays first in line.
+        this.#parked = item
+        if (this.#handlers !== null) this.#warnUnhandled(item.data)
+        return
+      }
     }
   }
 
@@ -418,7 +561,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
    * throws or rejects (each failure is reported on its own), so one faulty listener cannot keep the others
    * (the application's bookkeeping, a test's assertions) from hearing of a close.
    */
-  #emitSafely (event: 'ping' | 'pong' | 'drain' | 'close', ...args: [Buffer] | [] | [number, string]): void {
+  #emitSafely (event: 'ping' | 'pong' | 'drain' | 'close' | 'topicGap', ...args: [Buffer] | [] | [number, string] | [TopicGap]): void {
     const listeners = this.rawListeners(event) as Array<(...a: unknown[]) => unknown>
     for (let i = 0; i < listeners.length; i++) {
       try {
@@ -467,7 +610,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
         }
       }
     }
-    if (this.#conn.heldCount === 0) this.#endWaiters()
+    if (!this.#holding()) this.#endWaiters()
     this.#emitSafely('close', code, reason)
   }
 
@@ -489,7 +632,7 @@ Object.defineProperty(WebSocket.prototype, captureRejectionSymbol, {
 })
 
 function scheduleFlush (ws: WebSocket): void {
-  if (connectionOf(ws).heldCount > 0) queueMicrotask(() => flushHeldOf(ws))
+  if (holding(ws)) queueMicrotask(() => flushHeldOf(ws))
 }
 
 // ---- the plugin's side of the socket (not re-exported by the package) ----
@@ -509,6 +652,11 @@ export function startWebSocket (ws: WebSocket<string>, head: Buffer | null): voi
 /** A handler or listener outside the socket failed: log and close with 1011. */
 export function failFromUser (ws: WebSocket<string>, err: unknown, what: string): void {
   failUser(ws as WebSocket, err, what)
+}
+
+/** Tell a socket's 'topicGap' listeners (a listener that throws closes the socket with 1011, as for any event). */
+export function emitTopicGap (ws: WebSocket<string>, gap: TopicGap): void {
+  emitGap(ws as WebSocket, gap)
 }
 
 /** Write an already framed message (topic fan-out). Returns false when the socket is not open. */

@@ -13,10 +13,10 @@ export function delay (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-/** Check `cond` now and every `step` ms until it holds; reject after `ms`. */
-export async function waitFor (cond: () => boolean, ms: number, what: string, step = 10): Promise<void> {
+/** Check `cond` now and every `step` ms until it holds (it may be async); reject after `ms`. */
+export async function waitFor (cond: () => boolean | Promise<boolean>, ms: number, what: string, step = 10): Promise<void> {
   const deadline = Date.now() + ms
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
     await delay(step)
   }

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import websocketPlugin, { type WebSocket } from '../../lib/index.js'
 import { HandshakeTimer } from '../../lib/plugin/handshake-timer.js'
-import { MemoryTopics } from '../../lib/plugin/topics.js'
+import { MemoryTopics } from '../../lib/topics/memory.js'
 import {
   buildApp, listen, RawWs, frame, frames, closeFrame, handshake, rawHttp, parseHead, parseFrames, parseClose,
   delay, waitFor, within, guardUnhandled, type ParsedFrame, type UnhandledGuard, type LogCapture
@@ -766,9 +766,15 @@ t.test('topics: subscribe() from error and close listeners reaches no broker; pu
   const b = await RawWs.connect(port, '/ws', { passive: true })
   t.teardown(() => { a.destroy(); b.destroy() })
   await waitFor(() => servers.length === 2, 1000, 'two sockets')
-  t.equal(app.websocketServer.publish('room', 'hi'), 2, 'two subscribers')
+  t.equal(app.websocketServer.subscriberCount('room'), 2, 'two subscribers')
+  await app.websocketServer.publish('room', 'first')
   servers[0]!.close(1000) // CLOSING: the peer is passive and never answers
-  t.equal(app.websocketServer.publish('room', 'hi'), 1, 'a closing socket is not counted as a recipient')
+  await app.websocketServer.publish('room', 'second')
+  await b.nextMessage()
+  t.equal((await b.nextMessage()).payload.toString(), 'second', 'the open socket gets both')
+  await a.nextFrame(0x8)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(a.messages.map((f) => f.payload.toString()), ['first'], 'a closing socket is not written to')
   b.write(frame(0x1, 'x', { mask: false })) // protocol error: the error listener runs
   await waitFor(() => app.websocketServer.clients.size === 0, 2000, 'both closed')
   t.equal(app.websocketServer.subscriberCount('room'), 0, 'room emptied on close')

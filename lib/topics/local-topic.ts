@@ -1,0 +1,91 @@
+/**
+ * One topic's subscribers on this instance, and the one owner of delivering to them: a message is framed once
+ * (envelope.ts) and the same bytes are written to every socket. A socket that is catching up (resuming from a
+ * position, while the broker fetches what it missed) has the live messages that arrive meanwhile queued for it
+ * instead, so the switch from history to live has no gap and no duplicate: see LocalTopic.finishCatchUp().
+ */
+import { writeFrame, type WebSocket } from '../socket/websocket.js'
+import { frameTopicMessage, type TopicEnvelope, type TopicMessage } from './envelope.js'
+
+interface Queued {
+  offset: number
+  frame: Buffer
+}
+
+export class LocalTopic {
+  readonly name: string
+  /** Sockets receiving live messages. */
+  readonly sockets = new Set<WebSocket>()
+  /** Sockets catching up, each with the live messages that arrived since it started. */
+  private catchingUp: Map<WebSocket, Queued[]> | null = null
+
+  constructor (name: string) {
+    this.name = name
+  }
+
+  get size (): number {
+    return this.sockets.size + (this.catchingUp === null ? 0 : this.catchingUp.size)
+  }
+
+  has (socket: WebSocket): boolean {
+    return this.sockets.has(socket) || (this.catchingUp !== null && this.catchingUp.has(socket))
+  }
+
+  /** Remove a socket, live or catching up. Returns whether it was there. */
+  delete (socket: WebSocket): boolean {
+    if (this.sockets.delete(socket)) return true
+    return this.catchingUp !== null && this.catchingUp.delete(socket)
+  }
+
+  /** Live messages for `socket` are queued until finishCatchUp(). */
+  startCatchUp (socket: WebSocket): void {
+    if (this.catchingUp === null) this.catchingUp = new Map()
+    this.catchingUp.set(socket, [])
+  }
+
+  isCatchingUp (socket: WebSocket): boolean {
+    return this.catchingUp !== null && this.catchingUp.has(socket)
+  }
+
+  /**
+   * Write the replayed messages (in order, offsets after `since`), then the queued live ones the replay did not
+   * already cover, and make the socket live. Returns the number of messages replayed and the last offset written
+   * (or `since` when none), or null when the socket left meanwhile.
+   */
+  finishCatchUp (socket: WebSocket, envelope: TopicEnvelope, replay: readonly TopicMessage[], since: number): { replayed: number, last: number } | null {
+    const queued = this.catchingUp?.get(socket)
+    if (queued === undefined) return null
+    this.catchingUp!.delete(socket)
+    let last = since
+    let replayed = 0
+    for (const message of replay) {
+      if (message.offset <= last) continue
+      writeFrame(socket, frameTopicMessage(envelope, message))
+      last = message.offset
+      replayed++
+    }
+    for (const q of queued) {
+      if (q.offset <= last) continue
+      writeFrame(socket, q.frame)
+      last = q.offset
+    }
+    this.sockets.add(socket)
+    return { replayed, last }
+  }
+
+  /** Deliver one message to every subscriber but `except`. Returns the number of sockets written to. */
+  deliver (envelope: TopicEnvelope, message: TopicMessage, except: WebSocket | undefined): number {
+    if (this.size === 0) return 0
+    const frame = frameTopicMessage(envelope, message)
+    let sent = 0
+    for (const socket of this.sockets) {
+      if (socket !== except && writeFrame(socket, frame)) sent++
+    }
+    if (this.catchingUp !== null) {
+      for (const [socket, queue] of this.catchingUp) {
+        if (socket !== except) queue.push({ offset: message.offset, frame })
+      }
+    }
+    return sent
+  }
+}

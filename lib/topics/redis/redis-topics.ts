@@ -1,0 +1,595 @@
+/**
+ * Topics shared by every instance on one Redis (or Redis Cluster): `new RedisTopics({ client })` as the plugin's
+ * `topics` option.
+ *
+ * - Order: a publish runs one Lua script that takes the topic's next offset, appends to its history stream and
+ *   publishes, atomically (scripts.ts); every instance receives the topic's messages in offset order, the
+ *   publishing instance included (its own subscribers get the message through Redis too, not before).
+ * - Each instance holds one Redis subscription per topic, only while it has local subscribers, and frames each
+ *   message once for all of them (LocalTopic).
+ * - Gaps: an instance knows the last offset it delivered per topic. A message whose offset skips ahead, or a
+ *   reconnection to Redis, makes it read the missed messages from the history before going on (live messages
+ *   wait meanwhile, duplicates are dropped by offset); what the history no longer holds, or an epoch change
+ *   (Redis lost the topic's state), is told to each subscriber as a 'topicGap' event.
+ * - Resume: `subscribe(topic, { since })` replays from the history, then goes live, per socket.
+ * - Counts: each instance writes its subscriber count per topic with an expiry (Redis's clock), refreshed while
+ *   it lives; a killed instance's share disappears after `presenceTtl`.
+ */
+import { randomBytes } from 'node:crypto'
+import { LocalTopic } from '../local-topic.js'
+import { isTopicEnvelope, type TopicEnvelope } from '../envelope.js'
+import { checkHistoryLimits, count } from '../broker-options.js'
+import type { HistoryLimits } from '../history.js'
+import { emitTopicGap, type WebSocket } from '../../socket/websocket.js'
+import { FST_WS_BROKER_TIMEOUT, FST_WS_BROKER_UNAVAILABLE, FST_WS_INVALID_BROKER_OPTION } from '../../errors.js'
+import type {
+  BrokerContext, PublishResult, SubscribeOptions, SubscribeResult, SubscriberCounts, TopicBroker, TopicGapReason, TopicPosition
+} from '../types.js'
+import { Script, subscriberOf, type RedisClient, type Subscriber } from './client.js'
+import { PRESENCE, PUBLISH, RECOVER } from './scripts.js'
+import { decodeHistory, decodeLive, type WireMessage } from './wire.js'
+
+export type { RedisClient } from './client.js'
+
+export interface RedisTopicsOptions {
+  /** The app's ioredis `Redis` or `Cluster` client. The broker opens one more connection with its `duplicate()`. */
+  client: RedisClient
+  /** Prefix of every key and channel. Default 'ws:'. */
+  prefix?: string
+  /** Per-topic history for resuming and for filling gaps. Default `{ size: 100, ttl: 300_000 }`; size 0 turns it off. */
+  history?: Partial<HistoryLimits>
+  /** How long a topic's epoch and offset outlive its last publish, in ms. Default 86_400_000 (a day). */
+  epochTtl?: number
+  /** How topic messages are framed (see TopicEnvelope). Default 'none'. */
+  envelope?: TopicEnvelope
+  /** A publish Redis has not confirmed by then rejects with FST_WS_BROKER_TIMEOUT. Default 5000 ms. */
+  publishTimeout?: number
+  /** How long an instance's subscriber counts outlive it (if it dies without closing), in ms. Default 15_000. */
+  presenceTtl?: number
+}
+
+const SILENT_LOG: BrokerContext['log'] = { warn () {}, error () {}, info () {} }
+const RETRY_MS = 1000
+
+interface Joining {
+  socket: WebSocket
+  since: TopicPosition | undefined
+  resolve: (result: SubscribeResult) => void
+}
+
+/** One topic this instance subscribes to. */
+class RedisTopic {
+  readonly local: LocalTopic
+  readonly channel: string
+  readonly keys: readonly [string, string]
+  readonly presenceKey: string
+  epoch = ''
+  last = 0
+  /** The position is known and messages flow to the local sockets. */
+  ready = false
+  /** A history read is in flight (first sync, a gap, a reconnection): live messages wait in `queue`. */
+  syncing = true
+  queue: WireMessage[] = []
+  /** Sockets waiting for the first sync. */
+  joining: Joining[] = []
+  /** Removed (no local subscriber left): late replies are ignored. */
+  dead = false
+  /** A sync failed (Redis unreachable): retried by a timer. */
+  retry: NodeJS.Timeout | null = null
+  /** Resubscribed while a read was in flight: that read may predate the subscription, so read once more. */
+  refill = false
+
+  constructor (name: string, base: string) {
+    this.local = new LocalTopic(name)
+    this.channel = base
+    this.keys = [base + ':m', base + ':h']
+    this.presenceKey = base + ':p'
+  }
+
+  get name (): string {
+    return this.local.name
+  }
+}
+
+interface Inflight {
+  deadline: number
+  reject: (err: Error) => void
+  settled: boolean
+}
+
+export class RedisTopics implements TopicBroker {
+  readonly instance = randomBytes(6).toString('hex')
+  private readonly client: RedisClient
+  private readonly sub: Subscriber
+  private readonly sharded: boolean
+  private readonly prefix: string
+  private readonly limits: HistoryLimits
+  private readonly epochTtl: number
+  private readonly envelope: TopicEnvelope
+  private readonly publishTimeout: number
+  private readonly presenceTtl: number
+  private readonly topics = new Map<string, RedisTopic>()
+  private readonly byChannel = new Map<string, RedisTopic>()
+  private log: BrokerContext['log'] = SILENT_LOG
+  private readonly publishScript = new Script(PUBLISH)
+  private readonly recoverScript = new Script(RECOVER)
+  private readonly presenceScript = new Script(PRESENCE)
+  /** Sockets a publish excluded (`except`), by the number that travels with the message. */
+  private readonly exceptNumbers = new WeakMap<WebSocket, number>()
+  private readonly exceptSockets = new Map<number, WebSocket>()
+  private nextNumber = 1
+  /** Publishes waiting for Redis, oldest first (all share one timeout). */
+  private inflight: Inflight[] = []
+  private inflightTimer: NodeJS.Timeout | null = null
+  /** Topics whose count changed since the last presence write. */
+  private readonly dirty = new Set<RedisTopic>()
+  private flushScheduled = false
+  private presenceTimer: NodeJS.Timeout | null = null
+  private subDown = false
+  private closed = false
+
+  constructor (options: RedisTopicsOptions) {
+    if (typeof options !== 'object' || options === null) throw new FST_WS_INVALID_BROKER_OPTION('options', 'expected { client, ... }')
+    const known = new Set(['client', 'prefix', 'history', 'epochTtl', 'envelope', 'publishTimeout', 'presenceTtl'])
+    for (const key of Object.keys(options)) if (!known.has(key)) throw new FST_WS_INVALID_BROKER_OPTION(key, 'unknown option')
+    const c = options.client as Partial<RedisClient> | null | undefined
+    if (typeof c !== 'object' || c === null || typeof c.duplicate !== 'function' || typeof c.callBuffer !== 'function') {
+      throw new FST_WS_INVALID_BROKER_OPTION('client', 'expected an ioredis Redis or Cluster client')
+    }
+    const prefix = options.prefix ?? 'ws:'
+    if (typeof prefix !== 'string' || /[{}]/.test(prefix)) throw new FST_WS_INVALID_BROKER_OPTION('prefix', 'expected a string without { or }')
+    const envelope = options.envelope ?? 'none'
+    if (!isTopicEnvelope(envelope)) throw new FST_WS_INVALID_BROKER_OPTION('envelope', "expected 'none', 'json' or a function")
+    this.limits = checkHistoryLimits(options.history, { size: 100, ttl: 300_000 })
+    this.epochTtl = count(options.epochTtl, 'epochTtl', 86_400_000, false)
+    this.publishTimeout = count(options.publishTimeout, 'publishTimeout', 5000, false)
+    this.presenceTtl = count(options.presenceTtl, 'presenceTtl', 15_000, false)
+    if (this.epochTtl < this.limits.ttl) throw new FST_WS_INVALID_BROKER_OPTION('epochTtl', 'must be at least history.ttl')
+    this.prefix = prefix
+    this.envelope = envelope
+    this.client = options.client
+    this.sharded = options.client.isCluster === true
+    this.sub = subscriberOf(options.client)
+    this.sub.on('messageBuffer', this.onMessage)
+    this.sub.on('smessageBuffer', this.onMessage)
+    this.sub.on('ready', this.onSubReady)
+    this.sub.on('close', this.onSubClose)
+    this.sub.on('error', this.onSubError)
+  }
+
+  start (context: BrokerContext): void {
+    this.log = context.log
+    this.presenceTimer = setInterval(this.refreshPresence, Math.max(100, Math.floor(this.presenceTtl / 3)))
+    this.presenceTimer.unref()
+  }
+
+  // ---- subscribing ----
+
+  subscribe (socket: WebSocket, topic: string, options: SubscribeOptions | undefined): SubscribeResult | Promise<SubscribeResult> {
+    let t = this.topics.get(topic)
+    if (t === undefined) t = this.open(topic)
+    this.markDirty(t)
+    if (!t.ready) {
+      return new Promise((resolve) => { t.joining.push({ socket, since: options?.since, resolve }) })
+    }
+    return this.join(t, socket, options?.since)
+  }
+
+  unsubscribe (socket: WebSocket, topic: string): void {
+    if (socket.topics.size === 0) this.forgetExcept(socket)
+    const t = this.topics.get(topic)
+    if (t === undefined) return
+    t.local.delete(socket)
+    for (let i = 0; i < t.joining.length; i++) {
+      if (t.joining[i].socket === socket) {
+        t.joining[i].resolve({ status: 'cancelled', topic })
+        t.joining.splice(i, 1)
+        break
+      }
+    }
+    this.markDirty(t)
+    if (t.local.size === 0 && t.joining.length === 0) this.drop(t)
+  }
+
+  subscriberCount (topic: string): number {
+    const t = this.topics.get(topic)
+    return t === undefined ? 0 : t.local.size + t.joining.length
+  }
+
+  /** The topic's keys and channel: `prefix{topic}`, with `%` and `}` escaped so the hash tag is the whole name. */
+  private base (topic: string): string {
+    return `${this.prefix}{${topic.replace(/%/g, '%25').replace(/\}/g, '%7D')}}`
+  }
+
+  private open (topic: string): RedisTopic {
+    const t = new RedisTopic(topic, this.base(topic))
+    this.topics.set(topic, t)
+    this.byChannel.set(t.channel, t)
+    this.firstSync(t)
+    return t
+  }
+
+  private drop (t: RedisTopic): void {
+    t.dead = true
+    if (t.retry !== null) clearTimeout(t.retry)
+    this.topics.delete(t.name)
+    if (this.byChannel.get(t.channel) === t) this.byChannel.delete(t.channel)
+    // A new subscription to the same topic may already be under way: Redis applies the two in order.
+    this.redisUnsubscribe(t.channel).catch((err: unknown) => {
+      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: unsubscribe failed')
+    })
+  }
+
+  private redisSubscribe (channel: string): Promise<unknown> {
+    return this.sharded ? this.sub.ssubscribe(channel) : this.sub.subscribe(channel)
+  }
+
+  private redisUnsubscribe (channel: string): Promise<unknown> {
+    return this.sharded ? this.sub.sunsubscribe(channel) : this.sub.unsubscribe(channel)
+  }
+
+  /** Subscribe in Redis, then read the position: messages that arrive in between wait in the queue. */
+  private firstSync (t: RedisTopic): void {
+    this.redisSubscribe(t.channel)
+      .then(() => this.recover(t, -1))
+      .then(({ epoch, last }) => {
+        if (t.dead) return
+        const first = t.queue[0]
+        t.epoch = epoch
+        // What arrived after the subscription took effect is for the local sockets: start just before it.
+        t.last = first !== undefined && first.epoch === epoch ? first.offset - 1 : last
+        t.ready = true
+        if (t.refill) this.fill(t)
+        else this.drain(t)
+        const joining = t.joining
+        t.joining = []
+        for (const j of joining) {
+          const r = this.join(t, j.socket, j.since)
+          if (r instanceof Promise) r.then(j.resolve, () => j.resolve({ status: 'cancelled', topic: t.name }))
+          else j.resolve(r)
+        }
+      })
+      .catch((err: unknown) => {
+        if (t.dead) return
+        this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: subscribing failed; retrying')
+        this.scheduleRetry(t, () => this.firstSync(t))
+      })
+  }
+
+  private scheduleRetry (t: RedisTopic, again: () => void): void {
+    if (t.retry !== null) return
+    t.retry = setTimeout(() => {
+      t.retry = null
+      if (!t.dead && !this.closed) again()
+    }, RETRY_MS)
+    t.retry.unref()
+  }
+
+  /** A socket joins a topic whose position is known: live at once, or after replaying from `since`. */
+  private join (t: RedisTopic, socket: WebSocket, since: TopicPosition | undefined): SubscribeResult | Promise<SubscribeResult> {
+    if (since === undefined) {
+      t.local.sockets.add(socket)
+      return { status: 'live', topic: t.name, epoch: t.epoch, offset: t.last }
+    }
+    t.local.startCatchUp(socket)
+    return this.recover(t, since.offset).then(({ epoch, last, entries }) => {
+      let reason: TopicGapReason | null = null
+      let replay: WireMessage[] = []
+      if (since.epoch !== epoch) reason = 'epoch-changed'
+      else if (since.offset > last) reason = 'unknown-position'
+      else if (since.offset < last) {
+        const messages = decodeHistory(t.name, epoch, entries)
+        if (messages === null || messages.length !== last - since.offset || messages[0].offset !== since.offset + 1) reason = 'history-expired'
+        else replay = messages
+      }
+      const done = t.local.finishCatchUp(socket, this.envelope, replay, reason === null ? since.offset : 0)
+      if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
+      if (reason !== null) return { status: 'gap', topic: t.name, epoch, offset: done.last, reason } satisfies SubscribeResult
+      return { status: 'recovered', topic: t.name, epoch, offset: done.last, replayed: done.replayed } satisfies SubscribeResult
+    }, (err: unknown) => {
+      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
+      const done = t.local.finishCatchUp(socket, this.envelope, [], 0)
+      if (done === null) return { status: 'cancelled', topic: t.name }
+      return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
+    })
+  }
+
+  private async recover (t: RedisTopic, since: number): Promise<{ epoch: string, last: number, entries: unknown }> {
+    const reply = await this.recoverScript.run(this.client, t.keys, [since, this.limits.size])
+    if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply to the history script')
+    return { epoch: String(reply[0]), last: Number(reply[1]), entries: reply[2] }
+  }
+
+  // ---- receiving ----
+
+  private readonly onMessage = (channel: Buffer, message: Buffer): void => {
+    const t = this.byChannel.get(channel.toString())
+    if (t === undefined) return
+    const m = decodeLive(t.name, message)
+    if (m === null) return
+    if (t.syncing) {
+      // Held until the history read finishes: copied, so that it does not pin the client's read buffer.
+      m.data = Buffer.from(m.data)
+      t.queue.push(m)
+      return
+    }
+    this.process(t, m)
+  }
+
+  /** One message in order: deliver it, drop it as a duplicate, or fill the gap before it from the history. */
+  private process (t: RedisTopic, m: WireMessage): void {
+    if (m.epoch !== t.epoch) {
+      this.gap(t, 'epoch-changed', m.epoch, 0)
+      t.epoch = m.epoch
+      t.last = 0
+    }
+    if (m.offset <= t.last) return
+    if (m.offset > t.last + 1) {
+      t.syncing = true
+      t.queue.unshift(m)
+      this.fill(t)
+      return
+    }
+    t.last = m.offset
+    t.local.deliver(this.envelope, m, this.exceptOf(m.origin))
+  }
+
+  /** Deliver what waited in the queue, in order (a new gap sends the rest back to waiting). */
+  private drain (t: RedisTopic): void {
+    t.syncing = false
+    const queue = t.queue
+    t.queue = []
+    for (let i = 0; i < queue.length; i++) {
+      if (t.syncing) {
+        t.queue.push(...queue.slice(i))
+        return
+      }
+      this.process(t, queue[i])
+    }
+  }
+
+  /** Read what was missed after `t.last` from the history and deliver it, or tell the sockets it is lost. */
+  private fill (t: RedisTopic): void {
+    t.syncing = true
+    this.recover(t, t.last).then(({ epoch, last, entries }) => {
+      if (t.dead) return
+      if (epoch !== t.epoch) {
+        // The topic's state was lost and restarted: what was published in the new epoch may be in the history.
+        this.gap(t, 'epoch-changed', epoch, 0)
+        t.epoch = epoch
+        t.last = 0
+        this.fill(t)
+        return
+      }
+      if (t.refill) {
+        t.refill = false
+        this.fill(t)
+        return
+      }
+      if (last > t.last) {
+        const messages = decodeHistory(t.name, epoch, entries)
+        if (messages === null || messages.length !== last - t.last || messages[0].offset !== t.last + 1) {
+          this.gap(t, 'history-expired', epoch, last)
+          t.last = last
+        } else {
+          for (const m of messages) {
+            t.last = m.offset
+            t.local.deliver(this.envelope, m, this.exceptOf(m.origin))
+          }
+        }
+      }
+      this.drain(t)
+    }, (err: unknown) => {
+      if (t.dead) return
+      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading missed messages failed; retrying')
+      this.scheduleRetry(t, () => this.fill(t))
+    })
+  }
+
+  /** Tell every live socket of the topic that messages may be lost; delivery goes on after `offset`. */
+  private gap (t: RedisTopic, reason: TopicGapReason, epoch: string, offset: number): void {
+    if (t.epoch === '' && reason === 'epoch-changed') return // nothing was ever delivered: nothing can be missing
+    for (const socket of t.local.sockets) emitTopicGap(socket, { topic: t.name, reason, epoch, offset })
+  }
+
+  // ---- the subscriber connection ----
+
+  private readonly onSubClose = (): void => {
+    if (this.closed || this.subDown) return
+    this.subDown = true
+    this.log.warn({ instance: this.instance }, 'WebSocket Redis broker: lost the subscriber connection; reconnecting')
+  }
+
+  private readonly onSubError = (err: Error): void => {
+    // ioredis reports every failed reconnection attempt: one line per outage is enough (onSubClose).
+    if (!this.subDown) this.log.warn({ err }, 'WebSocket Redis broker: subscriber connection error')
+  }
+
+  /** Back after an outage: subscribe again, then read what was missed meanwhile, topic by topic. */
+  private readonly onSubReady = (): void => {
+    if (!this.subDown || this.closed) return
+    this.subDown = false
+    this.log.info({ instance: this.instance, topics: this.topics.size }, 'WebSocket Redis broker: reconnected; resubscribing')
+    for (const t of this.topics.values()) {
+      this.redisSubscribe(t.channel).then(() => {
+        if (t.dead) return
+        // A read in flight (first sync or gap fill) may predate this subscription: it reads again when it ends.
+        if (!t.ready || t.syncing) t.refill = true
+        else this.fill(t)
+      }, (err: unknown) => {
+        this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: resubscribing failed')
+      })
+    }
+    this.markAllDirty()
+  }
+
+  // ---- publishing ----
+
+  publish (topic: string, data: Buffer, binary: boolean, except: WebSocket | undefined): Promise<PublishResult> {
+    if (this.closed) return Promise.reject(new FST_WS_BROKER_UNAVAILABLE('the broker is closed'))
+    if (this.client.status !== 'ready') {
+      return Promise.reject(new FST_WS_BROKER_UNAVAILABLE(`the Redis client is ${this.client.status}`))
+    }
+    const origin = except !== undefined && except.topics.has(topic) ? `${this.instance}:${this.exceptNumber(except)}` : ''
+    const base = this.base(topic)
+    return new Promise<PublishResult>((resolve, reject) => {
+      const entry: Inflight = { deadline: Date.now() + this.publishTimeout, reject, settled: false }
+      this.track(entry)
+      this.publishScript.run(this.client, [base + ':m', base + ':h'], [
+        base, data, binary ? '1' : '0', origin, randomBytes(6).toString('hex'),
+        this.limits.size, this.limits.ttl, this.epochTtl, this.sharded ? '1' : '0'
+      ]).then((reply) => {
+        if (entry.settled) return
+        entry.settled = true
+        if (!Array.isArray(reply)) {
+          reject(new FST_WS_BROKER_UNAVAILABLE('unexpected reply to the publish script'))
+          return
+        }
+        resolve({ topic, epoch: String(reply[0]), offset: Number(reply[1]) })
+      }, (err: unknown) => {
+        if (entry.settled) return
+        entry.settled = true
+        reject(new FST_WS_BROKER_UNAVAILABLE(err instanceof Error ? err.message : String(err)))
+      })
+    })
+  }
+
+  private track (entry: Inflight): void {
+    this.inflight.push(entry)
+    if (this.inflightTimer === null) {
+      this.inflightTimer = setInterval(this.expireInflight, Math.max(10, Math.floor(this.publishTimeout / 4)))
+      this.inflightTimer.unref()
+    }
+  }
+
+  /** Reject the publishes past their deadline: the oldest are first, so it stops at the first one still in time. */
+  private readonly expireInflight = (): void => {
+    const now = Date.now()
+    let i = 0
+    for (; i < this.inflight.length; i++) {
+      const e = this.inflight[i]
+      if (e.settled) continue
+      if (e.deadline > now) break
+      e.settled = true
+      e.reject(new FST_WS_BROKER_TIMEOUT(this.publishTimeout))
+    }
+    if (i > 0) this.inflight = this.inflight.slice(i)
+    if (this.inflight.length === 0 && this.inflightTimer !== null) {
+      clearInterval(this.inflightTimer)
+      this.inflightTimer = null
+    }
+  }
+
+  private exceptNumber (socket: WebSocket): number {
+    let n = this.exceptNumbers.get(socket)
+    if (n === undefined) {
+      n = this.nextNumber++
+      this.exceptNumbers.set(socket, n)
+      this.exceptSockets.set(n, socket)
+    }
+    return n
+  }
+
+  private forgetExcept (socket: WebSocket): void {
+    const n = this.exceptNumbers.get(socket)
+    if (n !== undefined) this.exceptSockets.delete(n)
+  }
+
+  private exceptOf (origin: string): WebSocket | undefined {
+    if (origin.length === 0 || !origin.startsWith(this.instance)) return undefined
+    return this.exceptSockets.get(Number(origin.slice(this.instance.length + 1)))
+  }
+
+  // ---- counts ----
+
+  async subscriberCounts (topic: string): Promise<SubscriberCounts> {
+    if (this.client.status !== 'ready') throw new FST_WS_BROKER_UNAVAILABLE(`the Redis client is ${this.client.status}`)
+    const t = this.topics.get(topic)
+    if (t !== undefined && this.dirty.has(t)) await this.flushPresence()
+    const reply = await this.presenceScript.run(this.client, [this.base(topic) + ':p'], [this.instance, -1, this.presenceTtl])
+    const instances: Record<string, number> = {}
+    let total = 0
+    if (Array.isArray(reply)) {
+      for (let i = 0; i + 1 < reply.length; i += 2) {
+        const n = Number(String(reply[i + 1]))
+        instances[String(reply[i])] = n
+        total += n
+      }
+    }
+    return { total, instances }
+  }
+
+  private markDirty (t: RedisTopic): void {
+    this.dirty.add(t)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => { this.flushPresence().catch(() => {}) })
+  }
+
+  private markAllDirty (): void {
+    for (const t of this.topics.values()) this.dirty.add(t)
+    if (this.dirty.size > 0) this.flushPresence().catch(() => {})
+  }
+
+  /** Write this instance's count of every changed topic (one script call each, sent together). */
+  private async flushPresence (): Promise<void> {
+    this.flushScheduled = false
+    if (this.dirty.size === 0) return
+    const topics = [...this.dirty]
+    this.dirty.clear()
+    await Promise.all(topics.map(async (t) => {
+      const n = t.dead ? 0 : t.local.size + t.joining.length
+      try {
+        await this.presenceScript.run(this.client, [t.presenceKey], [this.instance, n, this.presenceTtl])
+      } catch {
+        // Written again by the next refresh, or after the reconnection.
+        if (!t.dead) this.dirty.add(t)
+      }
+    }))
+  }
+
+  /** Keep this instance's counts alive while it lives. */
+  private readonly refreshPresence = (): void => {
+    if (this.closed || this.client.status !== 'ready') return
+    for (const t of this.topics.values()) this.dirty.add(t)
+    this.flushPresence().catch(() => {})
+  }
+
+  // ---- shutdown ----
+
+  /** Stop timers, remove this instance's counts, close the subscriber connection. The app's client stays open. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.presenceTimer !== null) clearInterval(this.presenceTimer)
+    if (this.inflightTimer !== null) clearInterval(this.inflightTimer)
+    for (const e of this.inflight) {
+      if (!e.settled) {
+        e.settled = true
+        e.reject(new FST_WS_BROKER_UNAVAILABLE('the broker closed'))
+      }
+    }
+    this.inflight = []
+    const topics = [...this.topics.values()]
+    for (const t of topics) {
+      t.dead = true
+      if (t.retry !== null) clearTimeout(t.retry)
+      for (const j of t.joining) j.resolve({ status: 'cancelled', topic: t.name })
+      t.joining = []
+    }
+    this.topics.clear()
+    this.byChannel.clear()
+    // This instance's counts go now, not after presenceTtl: the topics it still held, and those it left just before.
+    for (const t of topics) this.dirty.add(t)
+    if (this.client.status === 'ready') await this.flushPresence()
+    this.sub.removeListener('messageBuffer', this.onMessage)
+    this.sub.removeListener('smessageBuffer', this.onMessage)
+    this.sub.removeListener('ready', this.onSubReady)
+    this.sub.removeListener('close', this.onSubClose)
+    try {
+      await this.sub.quit()
+    } catch {
+      this.sub.disconnect()
+    }
+  }
+}
