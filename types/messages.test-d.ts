@@ -112,3 +112,96 @@ function expectType<T extends true> (): T | void {}
   // @ts-expect-error text is missing
   room.publish('room:1', { nick: 'a' })
 }
+
+// ---- per-type dispatch: socket.onMessage(type, handler) narrows the message to its variant ----
+{
+  const app = Fastify().withTypeProvider<TypeBoxTypeProvider>()
+  void app.register(websocket)
+  const Inbound = Type.Union([
+    Type.Object({ type: Type.Literal('join'), nick: Type.String() }),
+    Type.Object({ type: Type.Literal('say'), text: Type.String() })
+  ])
+  const Outbound = Type.Object({ type: Type.Literal('said'), nick: Type.String(), text: Type.String() })
+  app.get('/dispatch', { websocket: { messages: { receive: Inbound, send: Outbound } } }, (socket) => {
+    socket
+      .onMessage('join', (message, self) => {
+        expectType<Equal<typeof message, { type: 'join', nick: string }>>()
+        expectType<Equal<typeof self, typeof socket>>()
+        // @ts-expect-error a join has no text
+        void message.text
+      })
+      .onMessage('say', async (message) => {
+        expectType<Equal<typeof message.text, string>>()
+        socket.sendMessage({ type: 'said', nick: 'n', text: message.text })
+        await Promise.resolve()
+      })
+    // @ts-expect-error 'leave' is not a type of the receive schema
+    socket.onMessage('leave', () => {})
+    // @ts-expect-error a say's text is a string
+    socket.onMessage('say', (message: { type: 'say', text: number }) => { void message })
+  })
+  // A raw route has no typed messages to dispatch.
+  app.get('/raw-dispatch', { websocket: true }, (socket) => {
+    // @ts-expect-error onMessage() needs a receive schema
+    socket.onMessage('join', () => {})
+  })
+}
+
+{
+  const app = Fastify().withTypeProvider<JsonSchemaToTsProvider>()
+  void app.register(websocket)
+  app.get('/js-dispatch', {
+    websocket: {
+      messages: {
+        receive: {
+          oneOf: [
+            { type: 'object', properties: { type: { const: 'add' }, n: { type: 'integer' } }, required: ['type', 'n'], additionalProperties: false },
+            { type: 'object', properties: { type: { const: 'reset' } }, required: ['type'], additionalProperties: false }
+          ]
+        }
+      }
+    }
+  }, (socket) => {
+    socket.onMessage('add', (message) => {
+      expectType<Equal<typeof message.n, number>>()
+      // @ts-expect-error n is a number
+      const s: string = message.n
+      void s
+    })
+    socket.onMessage('reset', (message) => {
+      expectType<Equal<typeof message.type, 'reset'>>()
+      // @ts-expect-error a reset has no n
+      void message.n
+    })
+    // @ts-expect-error 'mul' is not a type of the receive schema
+    socket.onMessage('mul', () => {})
+  })
+}
+
+{
+  const app = Fastify().withTypeProvider<ZodTypeProvider>()
+  void app.register(websocket)
+  const Inbound = z.discriminatedUnion('type', [
+    z.object({ type: z.literal('ping'), at: z.number() }),
+    z.object({ type: z.literal('echo'), text: z.string() })
+  ])
+  app.get('/zod-dispatch', { websocket: { messages: { receive: Inbound } } }, (socket) => {
+    socket.onMessage('ping', (message) => {
+      expectType<Equal<typeof message, { type: 'ping', at: number }>>()
+      // @ts-expect-error a ping has no text
+      void message.text
+    })
+    socket.onMessage('echo', (message) => { expectType<Equal<typeof message.text, string>>() })
+    // @ts-expect-error 'pong' is not a type of the receive schema
+    socket.onMessage('pong', () => {})
+  })
+}
+
+// ---- dispatch with the default type provider: any type name, the message is unknown ----
+{
+  const app = Fastify()
+  void app.register(websocket)
+  app.get('/plain-dispatch', { websocket: { messages: { receive: { type: 'object' } } } }, (socket) => {
+    socket.onMessage('anything', (message) => { expectType<Equal<typeof message, unknown>>() })
+  })
+}
