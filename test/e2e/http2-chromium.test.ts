@@ -1,0 +1,104 @@
+// Headless Chromium against an HTTPS/HTTP/2 Fastify app (self-signed certificate made by the test, Chromium started
+// with --ignore-certificate-errors): the page, loaded over HTTP/2, opens wss:// WebSockets to its own origin.
+// Proven on the server side: each WebSocket arrived as an extended CONNECT stream (HTTP/2, :protocol websocket) on
+// the same session as the page, exchanged messages both ways, and closed with the close handshake.
+import t from 'tap'
+import { existsSync } from 'node:fs'
+import type { Http2ServerRequest } from 'node:http2'
+import type { FastifyServerOptions } from 'fastify'
+import { chromium, type Browser } from 'playwright-core'
+import { buildApp, listen, within, waitFor } from '../helpers/index.js'
+import { selfSignedCert } from '../helpers/http2-client.js'
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'
+]
+const SOCKETS = 3
+const MESSAGES = 5
+
+t.setTimeout(90_000)
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>h2 ws</title><script>
+window.result = (async () => {
+  const open = (i) => new Promise((resolve, reject) => {
+    const ws = new WebSocket('wss://' + location.host + '/ws?n=' + i, ['echo.v1'])
+    ws.binaryType = 'arraybuffer'
+    const got = []
+    ws.onopen = () => { for (let m = 0; m < ${MESSAGES}; m++) ws.send('socket ' + i + ' message ' + m); ws.send(new Uint8Array([i, 1, 2, 3])) }
+    ws.onmessage = (e) => {
+      got.push(typeof e.data === 'string' ? e.data : 'binary:' + Array.from(new Uint8Array(e.data)).join(','))
+      if (got.length === ${MESSAGES + 1}) ws.close(1000, 'done ' + i)
+    }
+    ws.onerror = () => reject(new Error('socket ' + i + ' failed'))
+    ws.onclose = (e) => resolve({ i, protocol: ws.protocol, got, code: e.code, wasClean: e.wasClean })
+  })
+  const results = []
+  for (let i = 0; i < ${SOCKETS}; i++) results.push(open(i))
+  return Promise.all(results)
+})()
+</script>`
+
+interface Seen { httpVersion: string, protocolHeader: unknown, streamId: number | undefined, session: unknown, messages: string[], close: [number, string] | null }
+
+t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.fail(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium" or set CHROMIUM_PATH; this test never downloads a browser`)
+    return
+  }
+  const { key, cert } = selfSignedCert()
+  const { app } = await buildApp({}, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
+  const pages: Array<{ httpVersion: string, session: unknown }> = []
+  const seen: Seen[] = []
+  app.get('/', (request, reply) => {
+    const raw = request.raw as unknown as Http2ServerRequest
+    pages.push({ httpVersion: raw.httpVersion, session: raw.stream?.session })
+    return reply.type('text/html; charset=utf-8').send(PAGE)
+  })
+  app.get('/ws', { websocket: { protocols: ['echo.v1'] } }, (socket, request) => {
+    const raw = request.raw as unknown as Http2ServerRequest
+    const entry: Seen = {
+      httpVersion: raw.httpVersion,
+      protocolHeader: raw.headers[':protocol'],
+      streamId: raw.stream?.id,
+      session: raw.stream?.session,
+      messages: [],
+      close: null
+    }
+    seen.push(entry)
+    socket.on('message', (data, isBinary) => {
+      entry.messages.push(isBinary ? `binary:${[...data].join(',')}` : data.toString())
+      socket.send(data, { binary: isBinary })
+    })
+    socket.on('close', (code, reason) => { entry.close = [code, reason] })
+  })
+  const port = await listen(app)
+  t.teardown(() => within(app.close(), 10_000, 'app.close()'))
+
+  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch Chromium')
+  t.teardown(() => within(browser.close(), 10_000, 'browser.close()'))
+  const page = await browser.newPage()
+  page.setDefaultTimeout(15_000)
+  await page.goto(`https://127.0.0.1:${port}/`)
+  const results = await within(page.evaluate('window.result') as Promise<Array<{ i: number, protocol: string, got: string[], code: number, wasClean: boolean }>>, 15_000, 'page result')
+
+  t.equal(pages.length >= 1 && pages[0]!.httpVersion, '2.0', 'the page was served over HTTP/2')
+  t.equal(results.length, SOCKETS)
+  for (const r of results) {
+    const expected = [...Array.from({ length: MESSAGES }, (_, m) => `socket ${r.i} message ${m}`), `binary:${r.i},1,2,3`]
+    t.same(r.got, expected, `socket ${r.i}: every echo, in order`)
+    t.equal(r.protocol, 'echo.v1', `socket ${r.i}: subprotocol`)
+    t.equal(r.code, 1000, `socket ${r.i}: closed with 1000`)
+    t.equal(r.wasClean, true, `socket ${r.i}: a clean close`)
+  }
+  await waitFor(() => seen.length === SOCKETS && seen.every((s) => s.close !== null), 5000, 'server-side closes')
+  for (const s of seen) {
+    t.equal(s.httpVersion, '2.0', `stream ${s.streamId}: HTTP/2`)
+    t.equal(s.protocolHeader, 'websocket', `stream ${s.streamId}: :protocol websocket`)
+    t.equal(s.messages.length, MESSAGES + 1, `stream ${s.streamId}: the server received every message`)
+    t.match(s.close, [1000, /^done \d$/], `stream ${s.streamId}: the browser's Close`)
+  }
+  t.equal(new Set(seen.map((s) => s.streamId)).size, SOCKETS, 'one stream per WebSocket')
+  t.ok(seen.every((s) => s.session === pages[0]!.session), 'all on the session that served the page')
+})
