@@ -497,3 +497,37 @@ t.test("Fastify's http2SessionTimeout: an idle session's GOAWAY leaves its open 
   ws.close(1000, '', false)
   await ws.waitClosed()
 })
+
+t.test('other CONNECTs: left to the app\'s own connect listener, or answered as Node would', async (t) => {
+  t.test('an HTTP/1.1 CONNECT on an allowHTTP1 server gets 405 and is closed', async (t) => {
+    const s = await h2Server(t, 'tls')
+    const tls = await import('node:tls')
+    const socket = tls.connect({ host: '127.0.0.1', port: s.port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+    t.teardown(() => socket.destroy())
+    socket.on('error', () => {})
+    let text = ''
+    socket.on('data', (c: Buffer) => { text += c.toString() })
+    await within(new Promise((resolve) => socket.once('secureConnect', resolve)), 3000, 'TLS')
+    socket.write(`CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`)
+    await within(new Promise((resolve) => socket.once('close', resolve)), 3000, 'connection closed')
+    t.match(text, /^HTTP\/1\.1 405 /)
+  })
+  t.test('a classic CONNECT goes to the app\'s own listener; WebSocket ones still to the route', async (t) => {
+    const tunnels: string[] = []
+    const s = await h2Server(t, 'h2c', {}, (app) => {
+      app.server.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+        if (req.headers[':protocol'] !== undefined) return
+        tunnels.push(String(req.headers[':authority']))
+        res.writeHead(200)
+        res.end('tunnel')
+      })
+    })
+    const { session: h2 } = await session(t, s)
+    const tunnel = await connectRequest(h2, { ':method': 'CONNECT', ':authority': 'upstream.example:443' })
+    t.equal(tunnel.status, 200, "the app's listener answered")
+    t.same(tunnels, ['upstream.example:443'])
+    tunnel.stream.close()
+    await echoOnce(t, await openH2Ws(h2, s.authority, '/echo', 'http'), 'WebSocket CONNECT still routed')
+    t.equal(tunnels.length, 1, 'and not seen as a tunnel')
+  })
+})
