@@ -12,12 +12,22 @@ interface Queued {
   frame: Buffer
 }
 
+/**
+ * A socket catching up: while its replay is read, the live messages are queued; once written, a replay may have
+ * gone past what this instance has delivered live yet (the history is read on another connection than the
+ * subscription's): the socket then skips live messages up to `floor` before it joins the live set.
+ */
+interface CatchUp {
+  queue: Queued[] | null
+  floor: number
+}
+
 export class LocalTopic {
   readonly name: string
   /** Sockets receiving live messages. */
   readonly sockets = new Set<WebSocket>()
   /** Sockets catching up, each with the live messages that arrived since it started. */
-  private catchingUp: Map<WebSocket, Queued[]> | null = null
+  private catchingUp: Map<WebSocket, CatchUp> | null = null
 
   constructor (name: string) {
     this.name = name
@@ -40,7 +50,7 @@ export class LocalTopic {
   /** Live messages for `socket` are queued until finishCatchUp(). */
   startCatchUp (socket: WebSocket): void {
     if (this.catchingUp === null) this.catchingUp = new Map()
-    this.catchingUp.set(socket, [])
+    this.catchingUp.set(socket, { queue: [], floor: 0 })
   }
 
   isCatchingUp (socket: WebSocket): boolean {
@@ -49,13 +59,16 @@ export class LocalTopic {
 
   /**
    * Write the replayed messages (in order, offsets after `since`), then the queued live ones the replay did not
-   * already cover, and make the socket live. Returns the number of messages replayed and the last offset written
-   * (or `since` when none), or null when the socket left meanwhile.
+   * already cover, and make the socket live; if the replay went past `delivered` (the last offset this instance
+   * delivered live), live messages up to the replay's end are skipped for this socket first. Returns the number of
+   * messages replayed and the last offset written (or `since` when none), or null when the socket left meanwhile.
    */
-  finishCatchUp (socket: WebSocket, envelope: TopicEnvelope, replay: readonly TopicMessage[], since: number): { replayed: number, last: number } | null {
-    const queued = this.catchingUp?.get(socket)
-    if (queued === undefined) return null
-    this.catchingUp!.delete(socket)
+  finishCatchUp (
+    socket: WebSocket, envelope: TopicEnvelope, replay: readonly TopicMessage[], since: number, delivered: number
+  ): { replayed: number, last: number } | null {
+    const entry = this.catchingUp?.get(socket)
+    if (entry === undefined || entry.queue === null) return null
+    const queued = entry.queue
     let last = since
     let replayed = 0
     for (const message of replay) {
@@ -69,7 +82,13 @@ export class LocalTopic {
       writeFrame(socket, q.frame)
       last = q.offset
     }
-    this.sockets.add(socket)
+    if (last > delivered) {
+      entry.queue = null
+      entry.floor = last
+    } else {
+      this.catchingUp!.delete(socket)
+      this.sockets.add(socket)
+    }
     return { replayed, last }
   }
 
@@ -81,9 +100,16 @@ export class LocalTopic {
     for (const socket of this.sockets) {
       if (socket !== except && writeFrame(socket, frame)) sent++
     }
-    if (this.catchingUp !== null) {
-      for (const [socket, queue] of this.catchingUp) {
-        if (socket !== except) queue.push({ offset: message.offset, frame })
+    if (this.catchingUp !== null && this.catchingUp.size > 0) {
+      for (const [socket, entry] of this.catchingUp) {
+        if (entry.queue !== null) {
+          if (socket !== except) entry.queue.push({ offset: message.offset, frame })
+        } else if (message.offset > entry.floor) {
+          // Past the replay's end: live from here.
+          this.catchingUp.delete(socket)
+          this.sockets.add(socket)
+          if (socket !== except && writeFrame(socket, frame)) sent++
+        }
       }
     }
     return sent

@@ -63,10 +63,10 @@ export class MemoryTopics implements TopicBroker {
     const replay = reason === null ? s.history.after(since.offset, s.offset, Date.now()) : null
     s.local.startCatchUp(socket)
     if (replay === null) {
-      s.local.finishCatchUp(socket, this.envelope, [], 0)
+      s.local.finishCatchUp(socket, this.envelope, [], 0, s.offset)
       return { status: 'gap', topic, epoch: s.epoch, offset: s.offset, reason: reason ?? 'history-expired' }
     }
-    const done = s.local.finishCatchUp(socket, this.envelope, replay, since.offset)
+    const done = s.local.finishCatchUp(socket, this.envelope, replay, since.offset, s.offset)
     return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
   }
 

@@ -25,6 +25,11 @@ export interface RedisClient {
   disconnect (): void
 }
 
+/** ioredis clients are EventEmitters (not part of RedisClient: its listener types do not fit a structural type). */
+export function asEmitter (client: RedisClient): Pick<EventEmitter, 'on' | 'removeListener'> {
+  return client as unknown as Pick<EventEmitter, 'on' | 'removeListener'>
+}
+
 /** The subscriber connection; its events are an EventEmitter's (ioredis clients are). */
 export type Subscriber = RedisClient & Pick<EventEmitter, 'on' | 'removeListener'>
 

@@ -25,7 +25,7 @@ import { FST_WS_BROKER_TIMEOUT, FST_WS_BROKER_UNAVAILABLE, FST_WS_INVALID_BROKER
 import type {
   BrokerContext, PublishResult, SubscribeOptions, SubscribeResult, SubscriberCounts, TopicBroker, TopicGapReason, TopicPosition
 } from '../types.js'
-import { Script, subscriberOf, type RedisClient, type Subscriber } from './client.js'
+import { Script, subscriberOf, asEmitter, type RedisClient, type Subscriber } from './client.js'
 import { PRESENCE, PUBLISH, RECOVER } from './scripts.js'
 import { decodeHistory, decodeLive, type WireMessage } from './wire.js'
 
@@ -95,6 +95,8 @@ interface Inflight {
   deadline: number
   reject: (err: Error) => void
   settled: boolean
+  /** Set while it waits for the client to be ready: it has not been sent (expiring then means "not published"). */
+  send: (() => void) | null
 }
 
 export class RedisTopics implements TopicBroker {
@@ -121,6 +123,8 @@ export class RedisTopics implements TopicBroker {
   /** Publishes waiting for Redis, oldest first (all share one timeout). */
   private inflight: Inflight[] = []
   private inflightTimer: NodeJS.Timeout | null = null
+  /** How many of `inflight` wait for the client to be ready. */
+  private waiting = 0
   /** Topics whose count changed since the last presence write. */
   private readonly dirty = new Set<RedisTopic>()
   private flushScheduled = false
@@ -155,6 +159,7 @@ export class RedisTopics implements TopicBroker {
     this.sub.on('ready', this.onSubReady)
     this.sub.on('close', this.onSubClose)
     this.sub.on('error', this.onSubError)
+    asEmitter(this.client).on('ready', this.onClientReady)
   }
 
   start (context: BrokerContext): void {
@@ -282,13 +287,13 @@ export class RedisTopics implements TopicBroker {
         if (messages === null || messages.length !== last - since.offset || messages[0].offset !== since.offset + 1) reason = 'history-expired'
         else replay = messages
       }
-      const done = t.local.finishCatchUp(socket, this.envelope, replay, reason === null ? since.offset : 0)
+      const done = t.local.finishCatchUp(socket, this.envelope, replay, reason === null ? since.offset : 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
-      if (reason !== null) return { status: 'gap', topic: t.name, epoch, offset: done.last, reason } satisfies SubscribeResult
+      if (reason !== null) return { status: 'gap', topic: t.name, epoch, offset: Math.max(done.last, last), reason } satisfies SubscribeResult
       return { status: 'recovered', topic: t.name, epoch, offset: done.last, replayed: done.replayed } satisfies SubscribeResult
     }, (err: unknown) => {
       this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
-      const done = t.local.finishCatchUp(socket, this.envelope, [], 0)
+      const done = t.local.finishCatchUp(socket, this.envelope, [], 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name }
       return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
     })
@@ -425,32 +430,57 @@ export class RedisTopics implements TopicBroker {
 
   // ---- publishing ----
 
+  /**
+   * While the client is not ready (starting, or reconnecting after an outage) a publish waits for it, in order, at
+   * most `publishTimeout`: it is then rejected with FST_WS_BROKER_UNAVAILABLE without ever having been sent. Once
+   * sent, a publish Redis does not confirm in time is rejected with FST_WS_BROKER_TIMEOUT (outcome unknown).
+   */
   publish (topic: string, data: Buffer, binary: boolean, except: WebSocket | undefined): Promise<PublishResult> {
     if (this.closed) return Promise.reject(new FST_WS_BROKER_UNAVAILABLE('the broker is closed'))
-    if (this.client.status !== 'ready') {
-      return Promise.reject(new FST_WS_BROKER_UNAVAILABLE(`the Redis client is ${this.client.status}`))
-    }
     const origin = except !== undefined && except.topics.has(topic) ? `${this.instance}:${this.exceptNumber(except)}` : ''
-    const base = this.base(topic)
     return new Promise<PublishResult>((resolve, reject) => {
-      const entry: Inflight = { deadline: Date.now() + this.publishTimeout, reject, settled: false }
+      const entry: Inflight = { deadline: Date.now() + this.publishTimeout, reject, settled: false, send: null }
       this.track(entry)
-      this.publishScript.run(this.client, [base + ':m', base + ':h'], [
-        base, data, binary ? '1' : '0', origin, randomBytes(6).toString('hex'),
-        this.limits.size, this.limits.ttl, this.epochTtl, this.sharded ? '1' : '0'
-      ]).then((reply) => {
-        if (entry.settled) return
-        entry.settled = true
-        if (!Array.isArray(reply)) {
-          reject(new FST_WS_BROKER_UNAVAILABLE('unexpected reply to the publish script'))
-          return
-        }
-        resolve({ topic, epoch: String(reply[0]), offset: Number(reply[1]) })
-      }, (err: unknown) => {
-        if (entry.settled) return
-        entry.settled = true
-        reject(new FST_WS_BROKER_UNAVAILABLE(err instanceof Error ? err.message : String(err)))
-      })
+      const send = (): void => { this.send(entry, topic, data, binary, origin, resolve) }
+      if (this.client.status === 'ready' && this.waiting === 0) {
+        send()
+      } else {
+        entry.send = send
+        this.waiting++
+      }
+    })
+  }
+
+  /** The client is ready again: send what waited, in the order it was published. */
+  private readonly onClientReady = (): void => {
+    if (this.waiting === 0) return
+    this.waiting = 0
+    for (const e of this.inflight) {
+      const send = e.send
+      if (send === null) continue
+      e.send = null
+      if (!e.settled) send()
+    }
+  }
+
+  private send (entry: Inflight, topic: string, data: Buffer, binary: boolean, origin: string, resolve: (r: PublishResult) => void): void {
+    const base = this.base(topic)
+    const reject = entry.reject
+    this.publishScript.run(this.client, [base + ':m', base + ':h'], [
+      base, data, binary ? '1' : '0', origin, randomBytes(6).toString('hex'),
+      this.limits.size, this.limits.ttl, this.epochTtl, this.sharded ? '1' : '0'
+    ]).then((reply) => {
+      if (entry.settled) return
+      entry.settled = true
+      if (!Array.isArray(reply)) {
+        reject(new FST_WS_BROKER_UNAVAILABLE('unexpected reply to the publish script'))
+        return
+      }
+      resolve({ topic, epoch: String(reply[0]), offset: Number(reply[1]) })
+    }, (err: unknown) => {
+      if (entry.settled) return
+      entry.settled = true
+      reject(new FST_WS_BROKER_UNAVAILABLE(err instanceof Error ? err.message : String(err)))
     })
   }
 
@@ -471,7 +501,13 @@ export class RedisTopics implements TopicBroker {
       if (e.settled) continue
       if (e.deadline > now) break
       e.settled = true
-      e.reject(new FST_WS_BROKER_TIMEOUT(this.publishTimeout))
+      if (e.send !== null) {
+        e.send = null
+        this.waiting--
+        e.reject(new FST_WS_BROKER_UNAVAILABLE(`Redis was not reachable within ${this.publishTimeout} ms: not published`))
+      } else {
+        e.reject(new FST_WS_BROKER_TIMEOUT(this.publishTimeout))
+      }
     }
     if (i > 0) this.inflight = this.inflight.slice(i)
     if (this.inflight.length === 0 && this.inflightTimer !== null) {
@@ -586,6 +622,7 @@ export class RedisTopics implements TopicBroker {
     this.sub.removeListener('smessageBuffer', this.onMessage)
     this.sub.removeListener('ready', this.onSubReady)
     this.sub.removeListener('close', this.onSubClose)
+    asEmitter(this.client).removeListener('ready', this.onClientReady)
     try {
       await this.sub.quit()
     } catch {
