@@ -25,7 +25,7 @@ export async function startInstance (redisUrl: string, options: Partial<RedisTop
   redis.on('error', () => {})
   const broker = new RedisTopics({ client: redis, envelope: 'json', ...options })
   const logs = captureLogs()
-  const app = Fastify({ logger: { level: 'warn', stream: logs.stream } }) as unknown as FastifyInstance
+  const app = Fastify({ logger: { level: 'info', stream: logs.stream } }) as unknown as FastifyInstance
   await app.register(websocket, { ports: 'any', topics: broker })
   app.get<{ Params: { topic: string }, Querystring: { since?: string } }>('/t/:topic', { websocket: true }, async (socket, request) => {
     const topic = request.params.topic

@@ -300,7 +300,7 @@ export class RedisTopics implements TopicBroker {
   }
 
   private async recover (t: RedisTopic, since: number): Promise<{ epoch: string, last: number, entries: unknown }> {
-    const reply = await this.recoverScript.run(this.client, t.keys, [since, this.limits.size])
+    const reply = await this.recoverScript.run(this.client, t.keys, [since])
     if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply to the history script')
     return { epoch: String(reply[0]), last: Number(reply[1]), entries: reply[2] }
   }

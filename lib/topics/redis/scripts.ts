@@ -39,10 +39,11 @@ return { epoch, offset }
 `
 
 /**
- * KEYS: meta hash, history stream. ARGV: since (offset), history size.
+ * KEYS: meta hash, history stream. ARGV: since (offset).
  * Returns { epoch ('' when the topic has no state), last offset, entries after `since` newest first (empty when
- * there are none, or more than the history can hold) }; each entry is { id, { 'o', offset, 'f', flags, 'x',
- * origin, 'd', payload } }.
+ * there are none, or when the history no longer reaches back to `since + 1`: nothing is read then) }; each entry
+ * is { id, { 'o', offset, 'f', flags, 'x', origin, 'd', payload } }. The history's length is the publishers'
+ * `history.size`, whatever the reader's.
  */
 export const RECOVER = `
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
@@ -50,7 +51,11 @@ local epoch = meta[1]
 if not epoch then epoch = '' end
 local last = tonumber(meta[2]) or 0
 local since = tonumber(ARGV[1])
-if since < 0 or since >= last or last - since > tonumber(ARGV[2]) then
+if since < 0 or since >= last then
+  return { epoch, last, {} }
+end
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #oldest == 0 or tonumber(oldest[1][2][2]) > since + 1 then
   return { epoch, last, {} }
 end
 return { epoch, last, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', last - since) }
