@@ -12,7 +12,7 @@
 //     plus the server's CPU time per echoed message (user + system), which does not depend on how fast the load
 //     generator is (Node's own http2 client for HTTP/2, raw TCP sockets for HTTP/1.1).
 // Both transports are cleartext (h2c and ws://): the comparison is of the framing, not of TLS.
-// Prints a Markdown table and one `RESULT {json}` line.
+// Prints a Markdown table and one `RESULT {json}` line; a full run also writes bench/http2-results.json.
 import { spawn, execFileSync } from 'node:child_process'
 import net from 'node:net'
 import http2 from 'node:http2'
@@ -20,6 +20,9 @@ import { randomBytes } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { writeFileSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { dirname, join } from 'node:path'
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => {
   const [k, v] = a.replace(/^--/, '').split('=')
@@ -270,7 +273,31 @@ async function main () {
     row('server CPU per echoed message', 'serverCpuPerMsgMicros', 2, 'µs'),
     row('server CPU during echo', 'serverCpuPercent', 0, '%')
   ].join('\n'))
-  console.log('RESULT ' + JSON.stringify({ params: p, pinned: pin, summary, runs }))
+  const result = {
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    build: gitRevision(),
+    params: p,
+    pinned: pin,
+    summary,
+    runs
+  }
+  console.log('RESULT ' + JSON.stringify(result))
+  // A full run (default parameters) is kept next to results.json; a quick or custom one is not.
+  if (!quick && args.sockets === undefined && args.sessions === undefined && args.rounds === undefined) {
+    const out = join(dirname(HERE), 'http2-results.json')
+    writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+    process.stderr.write(`wrote ${out}\n`)
+  }
+}
+
+function gitRevision () {
+  try {
+    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: dirname(HERE), encoding: 'utf8' }).trim()
+  } catch {
+    return 'unknown'
+  }
 }
 
 // Last, once every constant above is initialised.
