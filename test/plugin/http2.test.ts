@@ -531,3 +531,42 @@ t.test('other CONNECTs: left to the app\'s own connect listener, or answered as 
     t.equal(tunnels.length, 1, 'and not seen as a tunnel')
   })
 })
+
+t.test('topics and heartbeat work on a stream like on a TCP connection', async (t) => {
+  const s = await h2Server(t, 'h2c', { heartbeat: { interval: 50, timeout: 200 } }, (app) => {
+    app.get('/feed', { websocket: true }, async (socket) => {
+      await socket.subscribe('news')
+      socket.send('subscribed')
+    })
+  })
+  const { session: h2 } = await session(t, s)
+  const a = await openH2Ws(h2, s.authority, '/feed', 'http')
+  const b = await openH2Ws(h2, s.authority, '/feed', 'http')
+  t.equal((await a.nextMessage()).payload.toString(), 'subscribed')
+  t.equal((await b.nextMessage()).payload.toString(), 'subscribed')
+  await s.app.websocketServer.publish('news', 'one frame, two streams')
+  t.equal((await a.nextMessage()).payload.toString(), 'one frame, two streams')
+  t.equal((await b.nextMessage()).payload.toString(), 'one frame, two streams')
+  // Idle sockets are pinged; the client's pongs keep them open.
+  await a.until(() => a.frames.some((f) => f.opcode === 0x9), 'a heartbeat ping', 3000)
+  t.pass('pinged over the stream')
+  await echoOnce(t, await openH2Ws(h2, s.authority, '/echo', 'http'), 'still open after heartbeats')
+  t.equal(a.closed || b.closed, false, 'answered pings keep the sockets open')
+})
+
+t.test('a client sending :protocol to a server that did not advertise it never reaches the app', async (t) => {
+  const { app } = await buildApp({}, fastifyOptions('h2c'))
+  let reached = 0
+  app.addHook('onRequest', async () => { reached++ })
+  app.get('/plain', async () => ({ ok: true }))
+  const port = await listen(app)
+  t.teardown(() => app.close())
+  const { session: h2, settings } = await connectH2(`http://127.0.0.1:${port}`)
+  t.teardown(() => { h2.destroy() })
+  t.equal(settings.enableConnectProtocol, false)
+  const stream = h2.request(wsConnectHeaders(`127.0.0.1:${port}`, '/plain', 'http'), { endStream: false })
+  stream.on('error', () => {})
+  await within(new Promise((resolve) => stream.once('close', resolve)), 3000, 'stream closed')
+  t.equal(stream.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR, 'reset with PROTOCOL_ERROR')
+  t.equal(reached, 0, 'no route, no hook ran')
+})
