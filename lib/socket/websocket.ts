@@ -222,7 +222,10 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     return this.#conn.bufferedAmount
   }
 
-  /** The raw stream under the socket (a net.Socket on a real connection). */
+  /**
+   * The raw stream under the socket: the net.Socket (tls.TLSSocket) of an HTTP/1.1 upgrade, or the ServerHttp2Stream
+   * of a WebSocket over HTTP/2 (RFC 8441), whose `session` is shared with the other streams of its connection.
+   */
   get rawSocket (): Duplex {
     return this.#conn.socket
   }
