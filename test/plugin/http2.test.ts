@@ -570,3 +570,17 @@ t.test('a client sending :protocol to a server that did not advertise it never r
   t.equal(stream.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR, 'reset with PROTOCOL_ERROR')
   t.equal(reached, 0, 'no route, no hook ran')
 })
+
+t.test('frames the client sends right behind its CONNECT, before the 200, are not lost', async (t) => {
+  const s = await h2Server(t, 'h2c')
+  const { session: h2 } = await session(t, s)
+  const stream = h2.request(wsConnectHeaders(s.authority, '/echo', 'http'), { endStream: false })
+  stream.on('error', () => {})
+  stream.write(Buffer.concat([frame(0x1, 'early one'), frame(0x1, 'early two')]))
+  const ws = new H2Ws(await within(new Promise<{ stream: http2.ClientHttp2Stream, status: number, headers: http2.IncomingHttpHeaders }>((resolve) => {
+    stream.once('response', (headers) => resolve({ stream, status: Number(headers[':status']), headers }))
+  }), 3000, 'response'))
+  t.equal(ws.status, 200)
+  t.equal((await ws.nextMessage()).payload.toString(), 'early one')
+  t.equal((await ws.nextMessage()).payload.toString(), 'early two')
+})
