@@ -78,10 +78,6 @@ export class StreamSessions {
     this.#sessions.delete(session)
   }
 
-  get size (): number {
-    return this.#sessions.size
-  }
-
   /** GOAWAY on each (graceful: streams still open finish first). */
   goAway (): void {
     for (const session of this.#sessions) {
