@@ -584,3 +584,23 @@ t.test('frames the client sends right behind its CONNECT, before the 200, are no
   t.equal((await ws.nextMessage()).payload.toString(), 'early one')
   t.equal((await ws.nextMessage()).payload.toString(), 'early two')
 })
+
+t.test('typed messages (route message schemas) on a stream: validated in, serialized out, 1007 on invalid JSON', async (t) => {
+  const Say = {
+    type: 'object', properties: { type: { const: 'say' }, text: { type: 'string' } }, required: ['type', 'text'], additionalProperties: false
+  } as const
+  const Said = { type: 'object', properties: { type: { type: 'string' }, text: { type: 'string' } }, required: ['type'] } as const
+  const s = await h2Server(t, 'h2c', {}, (app) => {
+    app.get('/typed', { websocket: { messages: { receive: Say, send: Said } } }, (socket) => {
+      socket.on('error', () => {})
+      socket.on('message', (message) => { socket.sendMessage({ type: 'said', text: (message as { text: string }).text, secret: 'left out' }) })
+    })
+  })
+  const { session: h2 } = await session(t, s)
+  const ws = await openH2Ws(h2, s.authority, '/typed', 'http')
+  ws.send(JSON.stringify({ type: 'say', text: 'hi' }))
+  t.same(JSON.parse((await ws.nextMessage()).payload.toString()), { type: 'said', text: 'hi' }, 'serialized by the route schema')
+  ws.send('{ not json')
+  await ws.waitClosed()
+  t.equal(ws.closeCode, 1007)
+})
