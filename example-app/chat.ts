@@ -4,7 +4,13 @@
  * The protocol is declared once, as TypeBox schemas: the server's route validates every inbound message
  * against `ClientMessage` before a session sees it, serializes every reply with `ServerMessage`, and the
  * TypeScript types below are derived from the same schemas. Kept free of any Fastify / plugin import so it
- * can be read (and tested) on its own: the server wires it to real sockets and to topic fan-out.
+ * can be read (and tested) on its own: the server wires it to real sockets, to topics and to a presence store.
+ *
+ * A room's conversation is its topic: what is published to `room:<name>` (chat lines, joins, leaves, presence)
+ * is the room's log, numbered by the topic broker. A page receives the log as envelopes
+ * `{ topic, epoch, offset, data }` (the broker's 'json' envelope); a newcomer gets the recent log replayed from
+ * the broker's history, and a page that reconnects (to this instance or another) sends the last position it saw
+ * and gets exactly what it missed, or a `reset` when the history cannot tell.
  */
 import { Type } from 'typebox'
 import type { Static } from 'typebox'
@@ -15,7 +21,8 @@ export const ROOM_PATTERN = '^[a-z0-9-]{1,32}$'
 export const NICK_PATTERN = '^[A-Za-z0-9_-]+$'
 export const MAX_NICK_LENGTH = 24
 export const MAX_TEXT_LENGTH = 500
-export const HISTORY_SIZE = 50
+/** Events of a room kept for newcomers and for resuming (the topic broker's history size). */
+export const HISTORY_SIZE = 100
 /** The subprotocol spoken on `/chat/:room`. */
 export const SUBPROTOCOL = 'chat.v1'
 
@@ -24,8 +31,23 @@ export const SUBPROTOCOL = 'chat.v1'
 
 const Nick = Type.String({ minLength: 1, maxLength: MAX_NICK_LENGTH, pattern: NICK_PATTERN })
 
-/** client -> server: enter the room under a nickname (unique in the room). */
-export const JoinRequest = Type.Object({ type: Type.Literal('join'), nick: Nick })
+/** A position in a room's log, as the envelopes carry it. */
+export const Position = Type.Object({
+  epoch: Type.String({ maxLength: 64 }),
+  offset: Type.Integer({ minimum: 0 })
+}, { additionalProperties: false })
+export type Position = Static<typeof Position>
+
+/**
+ * client -> server: enter the room under a nickname (unique in the room). `session` identifies the page across
+ * reconnections (it may take its own nickname back at once); `since` is the last position it saw, to resume.
+ */
+export const JoinRequest = Type.Object({
+  type: Type.Literal('join'),
+  nick: Nick,
+  session: Type.Optional(Type.String({ minLength: 8, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })),
+  since: Type.Optional(Position)
+})
 /** client -> server: say something. At least one non-blank character; the server trims it. */
 export const SayRequest = Type.Object({
   type: Type.Literal('message'),
@@ -65,26 +87,36 @@ export const ErrorCode = Type.Enum([
   'already_joined',
   'bad_nick',
   'nick_taken',
-  'bad_text'
+  'bad_text',
+  'unavailable'
 ])
 export type ErrorCode = Static<typeof ErrorCode>
 
 export const ErrorMessage = Type.Object({ type: Type.Literal('error'), code: ErrorCode, message: Type.String() })
 export type ErrorMessage = Static<typeof ErrorMessage>
 
-/** server -> client */
+/** What the room's log carries (published to the room's topic, received inside envelopes). */
+export const RoomEvent = Type.Union([
+  Type.Object({ type: Type.Literal('joined'), nick: Type.String() }),
+  Type.Object({ type: Type.Literal('left'), nick: Type.String() }),
+  Type.Object({ type: Type.Literal('presence'), nicks: Type.Array(Type.String()) }),
+  ChatLine
+])
+export type RoomEvent = Static<typeof RoomEvent>
+
+/** server -> client, directly (not through the room's log). */
 export const ServerMessage = Type.Union([
+  /** Joined: the room's log follows (replayed, then live), then `synced`. */
   Type.Object({
     type: Type.Literal('welcome'),
     room: Type.String(),
     nick: Type.String(),
-    history: Type.Array(ChatLine),
     presence: Type.Array(Type.String())
   }),
-  Type.Object({ type: Type.Literal('joined'), nick: Type.String() }),
-  Type.Object({ type: Type.Literal('left'), nick: Type.String() }),
-  Type.Object({ type: Type.Literal('presence'), nicks: Type.Array(Type.String()) }),
-  ChatLine,
+  /** The log before this point was replayed (`replayed` events); what follows is live. */
+  Type.Object({ type: Type.Literal('synced'), replayed: Type.Integer() }),
+  /** The position sent to resume could not be honoured: drop what is shown, the recent log follows again. */
+  Type.Object({ type: Type.Literal('reset'), reason: Type.String() }),
   ErrorMessage
 ])
 export type ServerMessage = Static<typeof ServerMessage>
@@ -112,7 +144,7 @@ export function invalidMessageReply (reason: 'binary' | 'json' | 'schema', valid
   if (first?.keyword === 'discriminator' && first.params.error === 'mapping') {
     return errorMessage('unknown_type', `unknown message type ${JSON.stringify(String(first.params.tagValue).slice(0, 32))}`)
   }
-  const field = first === undefined ? undefined : first.instancePath !== '' ? first.instancePath.slice(1) : first.params.missingProperty
+  const field = first === undefined ? undefined : first.instancePath !== '' ? first.instancePath.split('/')[1] : first.params.missingProperty
   switch (field) {
     case 'nick':
       return errorMessage('bad_nick', `nickname must be 1-${MAX_NICK_LENGTH} letters, digits, "_" or "-"`)
@@ -126,86 +158,57 @@ export function invalidMessageReply (reason: 'binary' | 'json' | 'schema', valid
 // ---------------------------------------------------------------------------
 // Rooms
 
-/** What a room needs from a connection: a private channel back to it. */
+/** Who is in which room: in memory for one instance, in Redis for several (presence-store.ts). */
+export interface PresenceStore {
+  /**
+   * Take `nick` in `room` for `owner` (`<session>/<connection>`); false when another session holds it. The same
+   * session may take it over (a page that reconnects before its old connection is noticed gone).
+   */
+  add (room: string, nick: string, owner: string): Promise<boolean>
+  /** Give `nick` back if `owner` still holds it; whether it did. */
+  remove (room: string, nick: string, owner: string): Promise<boolean>
+  list (room: string): Promise<string[]>
+}
+
+/** The session part of an owner (`<session>/<connection>`). */
+export function sessionOf (owner: string): string {
+  const slash = owner.indexOf('/')
+  return slash < 0 ? owner : owner.slice(0, slash)
+}
+
+/** What a session needs from its connection. */
 export interface Member {
   /** Sends one message to this connection only. */
   send (msg: ServerMessage): void
-  /** Starts receiving the room's fan-out (called once the member has joined). */
-  subscribe (topic: string): void
-  /** Stops receiving the room's fan-out. */
+  /** Receive the room's log: replayed from `since` (or the recent history), then live. */
+  subscribe (topic: string, since: Position | undefined): Promise<SubscribeOutcome>
+  /** Stops receiving the room's log. */
   unsubscribe (topic: string): void
+  /** Publish to the room's log, except to this connection. */
+  publish (topic: string, event: RoomEvent, exceptMe: boolean): Promise<void>
+  /** Whether the connection is still open. */
+  readonly open: boolean
 }
 
-/** Fan-out to every subscriber of a topic (the plugin's `publish`). */
-export type Publish = (topic: string, msg: ServerMessage) => void
+/** How a subscription went: `gap` when `since` could not be honoured. */
+export type SubscribeOutcome = { ok: true, replayed: number } | { ok: false, reason: string }
 
 export function roomTopic (room: string): string {
   return 'room:' + room
 }
 
-class Room {
-  readonly nicks = new Set<string>()
-  readonly history: ChatLine[] = []
-  constructor (readonly name: string) {}
-
-  presence (): string[] {
-    return [...this.nicks].sort((a, b) => a.localeCompare(b))
-  }
-
-  remember (line: ChatLine): void {
-    this.history.push(line)
-    if (this.history.length > HISTORY_SIZE) this.history.splice(0, this.history.length - HISTORY_SIZE)
-  }
-}
-
-/**
- * All rooms of one server. A room's history outlives its members (until the
- * process exits), so a late joiner still sees the recent conversation.
- */
-export class Chat {
-  readonly #rooms = new Map<string, Room>()
-  readonly #publish: Publish
-  readonly #now: () => number
-
-  constructor (publish: Publish, now: () => number = Date.now) {
-    this.#publish = publish
-    this.#now = now
-  }
-
-  #room (name: string): Room {
-    let room = this.#rooms.get(name)
-    if (room === undefined) {
-      room = new Room(name)
-      this.#rooms.set(name, room)
-    }
-    return room
-  }
-
-  /** Opens a session for one connection in one room. */
-  connect (roomName: string, member: Member): Session {
-    return new Session(this, this.#room(roomName), member)
-  }
-
-  /** @internal */
-  _publish (room: Room, msg: ServerMessage): void {
-    this.#publish(roomTopic(room.name), msg)
-  }
-
-  /** @internal */
-  _now (): number {
-    return this.#now()
-  }
-}
-
-/** One connection's state machine: connected -> joined -> gone. */
+/** One connection's state machine: connected -> joining -> joined -> gone. */
 export class Session {
   #nick: string | undefined
+  #session = ''
+  #joining = false
   #gone = false
 
   constructor (
-    private readonly chat: Chat,
-    private readonly room: Room,
-    private readonly member: Member
+    private readonly room: string,
+    private readonly presence: PresenceStore,
+    private readonly member: Member,
+    private readonly now: () => number = Date.now
   ) {}
 
   get nick (): string | undefined {
@@ -213,58 +216,107 @@ export class Session {
   }
 
   /** Handles one message from the client, already validated against `ClientMessage` by the route. */
-  receive (msg: ClientMessage): void {
+  async receive (msg: ClientMessage): Promise<void> {
     if (this.#gone) return
-    if (msg.type === 'join') this.#join(msg.nick)
-    else this.#say(msg.text)
+    if (msg.type === 'join') await this.#join(msg.nick, msg.session, msg.since)
+    else await this.#say(msg.text)
   }
 
-  #join (nick: string): void {
-    if (this.#nick !== undefined) {
-      this.member.send(errorMessage('already_joined', `already joined as ${this.#nick}`))
+  async #join (nick: string, session: string | undefined, since: Position | undefined): Promise<void> {
+    if (this.#nick !== undefined || this.#joining) {
+      this.member.send(errorMessage('already_joined', `already joined as ${this.#nick ?? nick}`))
       return
     }
-    if (this.room.nicks.has(nick)) {
+    this.#joining = true
+    const connection = Math.random().toString(36).slice(2)
+    const owner = `${session ?? 'anonymous-' + connection}/${connection}`
+    if (!await this.presence.add(this.room, nick, owner)) {
+      this.#joining = false
       this.member.send(errorMessage('nick_taken', `"${nick}" is already in this room`))
       return
     }
     this.#nick = nick
-    this.room.nicks.add(nick)
-    // Tell the others first, then subscribe, so the newcomer does not get its
-    // own "joined"; the welcome carries the state it needs.
-    this.chat._publish(this.room, { type: 'joined', nick })
-    this.member.send({
-      type: 'welcome',
-      room: this.room.name,
-      nick,
-      history: [...this.room.history],
-      presence: this.room.presence()
-    })
-    this.member.subscribe(roomTopic(this.room.name))
-    this.chat._publish(this.room, { type: 'presence', nicks: this.room.presence() })
+    this.#session = owner
+    if (this.#gone || !this.member.open) {
+      await this.#leave()
+      return
+    }
+    const topic = roomTopic(this.room)
+    this.member.send({ type: 'welcome', room: this.room, nick, presence: await this.presence.list(this.room) })
+    // The log: what this page missed since `since`, or the recent history for a newcomer; then live.
+    let outcome = await this.member.subscribe(topic, since)
+    if (!outcome.ok) {
+      // The position cannot be honoured (the log was reset, or it is older than the history): start over.
+      this.member.unsubscribe(topic)
+      this.member.send({ type: 'reset', reason: outcome.reason })
+      outcome = await this.member.subscribe(topic, undefined)
+    }
+    this.member.send({ type: 'synced', replayed: outcome.ok ? outcome.replayed : 0 })
+    this.#joining = false
+    await this.member.publish(topic, { type: 'joined', nick }, true)
+    await this.member.publish(topic, { type: 'presence', nicks: await this.presence.list(this.room) }, false)
   }
 
-  #say (raw: string): void {
-    if (this.#nick === undefined) {
+  async #say (raw: string): Promise<void> {
+    if (this.#nick === undefined || this.#joining) {
       this.member.send(errorMessage('not_joined', 'send {"type":"join","nick":...} first'))
       return
     }
     // The schema allows 1-MAX_TEXT_LENGTH characters with a non-blank one, so the trimmed text is never empty.
-    const text = raw.trim()
-    const line: ChatLine = { type: 'message', nick: this.#nick, text, ts: this.chat._now() }
-    this.room.remember(line)
-    this.chat._publish(this.room, line)
+    const line: ChatLine = { type: 'message', nick: this.#nick, text: raw.trim(), ts: this.now() }
+    try {
+      await this.member.publish(roomTopic(this.room), line, false)
+    } catch {
+      // The broker refused it (Redis unreachable): say so instead of pretending it was sent.
+      this.member.send(errorMessage('unavailable', 'the message could not be delivered; try again'))
+    }
   }
 
   /** The connection closed: leave the room (once). */
-  close (): void {
+  async close (): Promise<void> {
     if (this.#gone) return
     this.#gone = true
+    if (this.#nick !== undefined && !this.#joining) await this.#leave()
+  }
+
+  async #leave (): Promise<void> {
     const nick = this.#nick
     if (nick === undefined) return
-    this.room.nicks.delete(nick)
-    this.member.unsubscribe(roomTopic(this.room.name))
-    this.chat._publish(this.room, { type: 'left', nick })
-    this.chat._publish(this.room, { type: 'presence', nicks: this.room.presence() })
+    this.#nick = undefined
+    const topic = roomTopic(this.room)
+    this.member.unsubscribe(topic)
+    // Taken over by the same page on a new connection: it is still there, say nothing.
+    if (!await this.presence.remove(this.room, nick, this.#session)) return
+    await this.member.publish(topic, { type: 'left', nick }, false)
+    await this.member.publish(topic, { type: 'presence', nicks: await this.presence.list(this.room) }, false)
+  }
+}
+
+/** Presence in this process only (the embedded default). */
+export class MemoryPresence implements PresenceStore {
+  readonly #rooms = new Map<string, Map<string, string>>()
+
+  async add (room: string, nick: string, session: string): Promise<boolean> {
+    let nicks = this.#rooms.get(room)
+    if (nicks === undefined) {
+      nicks = new Map()
+      this.#rooms.set(room, nicks)
+    }
+    const holder = nicks.get(nick)
+    if (holder !== undefined && sessionOf(holder) !== sessionOf(session)) return false
+    nicks.set(nick, session)
+    return true
+  }
+
+  async remove (room: string, nick: string, owner: string): Promise<boolean> {
+    const nicks = this.#rooms.get(room)
+    if (nicks === undefined || nicks.get(nick) !== owner) return false
+    nicks.delete(nick)
+    if (nicks.size === 0) this.#rooms.delete(room)
+    return true
+  }
+
+  async list (room: string): Promise<string[]> {
+    return [...(this.#rooms.get(room)?.keys() ?? [])].sort((a, b) => a.localeCompare(b))
   }
 }

@@ -3,6 +3,7 @@
  *
  *   npm start            # then open http://127.0.0.1:3000/
  *   PORT=8080 HOST=0.0.0.0 ORIGINS=http://mybox.lan:8080 npm start
+ *   REDIS_URL=redis://127.0.0.1:6379 PORT=3001 npm start   # one of several instances sharing rooms
  *
  * - `GET /chat/:room` is a WebSocket route speaking the `chat.v1` subprotocol,
  *   with an Origin allowlist and a port policy tied to the listening port.
@@ -10,6 +11,10 @@
  *   and validates what clients send, and serializes what the server sends.
  * - Fan-out uses the plugin's topics: each joined socket subscribes to
  *   `room:<name>` and the server publishes to it through a typed channel.
+ *   Without REDIS_URL the topics and the presence live in this process; with it,
+ *   in Redis (RedisTopics and presence-store.ts), shared by every instance.
+ *   Either way a room's recent log is kept by the broker's history: newcomers
+ *   get it replayed, reconnecting pages resume from the last event they saw.
  * - `/`, `/app.js` and `/style.css` are served from example-app/public/.
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs'
@@ -18,9 +23,13 @@ import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import websocket from '../lib/index.js'
-import { Chat, ClientMessage, ROOM_PATTERN, ServerMessage, SUBPROTOCOL, invalidMessageReply } from './chat.js'
-import type { Member } from './chat.js'
+import type { Redis } from 'ioredis'
+import websocket, { MemoryTopics, RedisTopics, type TopicBroker } from '../lib/index.js'
+import {
+  ClientMessage, HISTORY_SIZE, MemoryPresence, ROOM_PATTERN, RoomEvent, ServerMessage, SUBPROTOCOL, Session, invalidMessageReply
+} from './chat.js'
+import type { Member, PresenceStore } from './chat.js'
+import { RedisPresence } from './presence-store.js'
 
 /** Largest frame the chat accepts; bigger ones close the socket with 1009. */
 export const MAX_FRAME_BYTES = 16 * 1024
@@ -36,7 +45,12 @@ export interface AppOptions {
   allowedOrigins?: string[]
   /** Fastify logger (default off). */
   logger?: boolean
+  /** Share rooms with every instance on this Redis (an ioredis client, owned by the caller). Default: this process only. */
+  redis?: Redis
 }
+
+/** How long a room's log is kept for newcomers and for resuming. */
+const HISTORY_TTL_MS = 60 * 60 * 1000
 
 interface StaticFile {
   body: Buffer
@@ -100,7 +114,16 @@ export function buildApp (opts: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, discriminator: true } }
   })
 
+  // The room logs: every event carries its position ({ topic, epoch, offset, data }), so pages can resume.
+  const history = { size: HISTORY_SIZE, ttl: HISTORY_TTL_MS }
+  const topics: TopicBroker = opts.redis === undefined
+    ? new MemoryTopics({ envelope: 'json', history })
+    : new RedisTopics({ client: opts.redis, envelope: 'json', history })
+  const presence: PresenceStore & { close?: () => void } = opts.redis === undefined ? new MemoryPresence() : new RedisPresence(opts.redis)
+  app.addHook('onClose', async () => { presence.close?.() })
+
   app.register(websocket, {
+    topics,
     // Chat frames are small JSON objects; refuse anything much bigger (close 1009).
     maxPayload: MAX_FRAME_BYTES,
     // Ping idle sockets so a vanished browser (sleep, lost Wi-Fi) leaves the presence list.
@@ -109,12 +132,9 @@ export function buildApp (opts: AppOptions): FastifyInstance {
 
   app.register(async (plain) => {
     const app = plain.withTypeProvider<TypeBoxTypeProvider>()
-    // Fan-out through a topic channel: each message is serialized once with the same ServerMessage schema
-    // as the sockets' own replies, and framed once for all subscribers.
-    const rooms = app.websocketServer.channel(ServerMessage)
-    const chat = new Chat((topic, msg) => {
-      rooms.publish(topic, msg)
-    })
+    // Fan-out through a topic channel: each event is serialized once with the RoomEvent schema and framed
+    // once per instance for all its subscribers.
+    const rooms = app.websocketServer.channel(RoomEvent)
 
     for (const [route, file] of files) {
       app.get(route, async (_request, reply) => {
@@ -144,23 +164,32 @@ export function buildApp (opts: AppOptions): FastifyInstance {
           // Nothing is sent (and false returned) once the socket is closing: a reply to a dying peer is moot.
           socket.sendMessage(msg)
         },
-        subscribe (topic: string) {
-          socket.subscribe(topic)
+        async subscribe (topic, since) {
+          // A newcomer gets the recent log replayed; a page that reconnects, what it missed since its position.
+          const result = await socket.subscribe(topic, { since: since ?? 'history' })
+          if (result.status === 'gap') return { ok: false, reason: result.reason }
+          return { ok: true, replayed: result.status === 'recovered' ? result.replayed : 0 }
         },
-        unsubscribe (topic: string) {
+        unsubscribe (topic) {
           // A no-op once closed (the plugin drops a closed socket's topics itself).
           socket.unsubscribe(topic)
+        },
+        async publish (topic, event, exceptMe) {
+          await rooms.publish(topic, event, exceptMe ? { except: socket } : undefined)
+        },
+        get open () {
+          return socket.readyState === socket.OPEN
         }
       }
-      const session = chat.connect(request.params.room, member)
-      socket.on('message', (msg) => {
-        session.receive(msg)
-      })
+      const session = new Session(request.params.room, presence, member)
+      // An async listener that rejects (Redis unreachable while joining) closes the socket with 1011; the page
+      // reconnects.
+      socket.on('message', (msg) => session.receive(msg))
       socket.on('invalid', (err) => {
         member.send(invalidMessageReply(err.reason, err.validation))
       })
       socket.on('close', () => {
-        session.close()
+        session.close().catch((err: unknown) => { request.log.warn({ err }, 'chat: leaving the room failed') })
       })
     })
   })
@@ -173,6 +202,8 @@ export interface StartOptions {
   port: number
   allowedOrigins: string[] | undefined
   logger: boolean
+  /** Share rooms with other instances through this Redis. */
+  redisUrl?: string
 }
 
 /** Reads HOST, PORT, ORIGINS (comma-separated) and LOG=1 from the environment, with the embedded defaults. */
@@ -186,14 +217,29 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv = process.env): StartOpti
   const allowedOrigins = env.ORIGINS !== undefined && env.ORIGINS.trim() !== ''
     ? [...defaultOrigins(port, host), ...env.ORIGINS.split(',').map((o) => o.trim()).filter((o) => o !== '')]
     : undefined
-  return { host, port, allowedOrigins, logger: env.LOG === '1' }
+  const redisUrl = env.REDIS_URL !== undefined && env.REDIS_URL !== '' ? env.REDIS_URL : undefined
+  return { host, port, allowedOrigins, logger: env.LOG === '1', ...(redisUrl !== undefined && { redisUrl }) }
 }
 
 /** Builds the app, listens, and prints the URL to open. */
 export async function start (opts: StartOptions, log: (line: string) => void = console.log): Promise<FastifyInstance> {
   const { host, port } = opts
-  const app = buildApp({ port, host, logger: opts.logger, ...(opts.allowedOrigins !== undefined && { allowedOrigins: opts.allowedOrigins }) })
+  // ioredis is loaded only when asked for: the embedded mode needs no Redis client installed.
+  let redis: Redis | undefined
+  if (opts.redisUrl !== undefined) {
+    const { Redis } = await import('ioredis')
+    redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 2 })
+    redis.on('error', (err) => { log(`redis: ${err.message}`) })
+  }
+  const app = buildApp({
+    port, host, logger: opts.logger, ...(redis !== undefined && { redis }), ...(opts.allowedOrigins !== undefined && { allowedOrigins: opts.allowedOrigins })
+  })
+  if (redis !== undefined) {
+    const client = redis
+    app.addHook('onClose', async () => { await client.quit().catch(() => client.disconnect()) })
+  }
   await app.listen({ port, host })
+  if (opts.redisUrl !== undefined) log(`rooms shared through ${opts.redisUrl}`)
   const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   log(`example chat listening: open http://${shown.includes(':') ? `[${shown}]` : shown}:${port}/`)
   log(`allowed origins: ${(opts.allowedOrigins ?? defaultOrigins(port, host)).join(', ')}`)

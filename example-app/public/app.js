@@ -1,5 +1,8 @@
 // Browser client for the example chat (no build step; plain ES module).
 // Speaks the `chat.v1` subprotocol on ws(s)://<host>/chat/<room>.
+// A room's events (lines, joins, leaves, presence) arrive in envelopes {topic, epoch, offset, data}: the page
+// remembers the last position it applied and, after a reconnection (to any instance), asks for what it missed
+// from there; an event it already has is skipped by its offset, so nothing is shown twice.
 
 const SUBPROTOCOL = 'chat.v1'
 const RETRY_BASE_MS = 500
@@ -35,7 +38,22 @@ const state = {
   attempt: 0, // consecutive failed connection attempts
   retryTimer: 0,
   retryAt: 0,
-  countdown: 0
+  countdown: 0,
+  /** @type {{ epoch: string, offset: number } | null} the last room event applied */
+  pos: null,
+  synced: false, // the replayed part of the log is over on the current socket
+  session: newSession()
+}
+
+function newSession () {
+  try {
+    const saved = sessionStorage.getItem('chat.session')
+    if (saved) return saved
+  } catch {}
+  const bytes = crypto.getRandomValues(new Uint8Array(12))
+  const id = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+  try { sessionStorage.setItem('chat.session', id) } catch {}
+  return id
 }
 
 // --- status indicator ------------------------------------------------------
@@ -143,7 +161,7 @@ function connect () {
       return
     }
     setStatus('connecting', 'joining…')
-    send({ type: 'join', nick: state.nick })
+    send({ type: 'join', nick: state.nick, session: state.session, ...(state.pos && { since: state.pos }) })
   })
 
   ws.addEventListener('message', (ev) => {
@@ -184,29 +202,37 @@ function scheduleReconnect () {
 }
 
 function onServerMessage (msg) {
+  if (typeof msg.offset === 'number' && typeof msg.epoch === 'string' && 'data' in msg) {
+    // A room event: skip what was already applied (a replay overlapping what this page saw).
+    if (state.pos && state.pos.epoch === msg.epoch && msg.offset <= state.pos.offset) return
+    state.pos = { epoch: msg.epoch, offset: msg.offset }
+    onRoomEvent(msg.data, !state.synced && !state.resuming)
+    return
+  }
   switch (msg.type) {
     case 'welcome':
       state.joined = true
+      state.synced = false
+      state.resuming = state.pos !== null
       state.attempt = 0
       setStatus('open', `connected as ${state.nick}`)
-      el.messages.replaceChildren()
-      for (const line of msg.history) addLine(line, 'history')
-      addNotice(`you joined #${msg.room}`)
+      if (!state.resuming) el.messages.replaceChildren()
       renderPresence(msg.presence)
       showChat(true)
       el.text.focus()
       break
-    case 'joined':
-      addNotice(`${msg.nick} joined`)
+    case 'reset':
+      // The position could not be resumed (the room's log restarted, or it is older than the history).
+      state.pos = null
+      state.resuming = false
+      el.messages.replaceChildren()
+      addNotice('the conversation was reloaded')
       break
-    case 'left':
-      addNotice(`${msg.nick} left`)
-      break
-    case 'presence':
-      renderPresence(msg.nicks)
-      break
-    case 'message':
-      addLine(msg)
+    case 'synced':
+      state.synced = true
+      if (state.resuming) addNotice(msg.replayed > 0 ? `reconnected, ${msg.replayed} missed events shown` : 'reconnected')
+      else addNotice(`you joined #${state.room}`)
+      state.resuming = false
       break
     case 'error':
       if (!state.joined && FATAL_BEFORE_JOIN.has(msg.code)) {
@@ -220,6 +246,27 @@ function onServerMessage (msg) {
   }
 }
 
+/** One event of the room's log; `replayed`: part of the history a newcomer is shown. */
+function onRoomEvent (msg, replayed) {
+  switch (msg.type) {
+    case 'joined':
+      if (!replayed) addNotice(`${msg.nick} joined`)
+      break
+    case 'left':
+      if (!replayed) addNotice(`${msg.nick} left`)
+      break
+    case 'presence':
+      // A newcomer's replayed presence lists are old: the welcome's is current.
+      if (!replayed) renderPresence(msg.nicks)
+      break
+    case 'message':
+      addLine(msg, replayed ? 'history' : undefined)
+      break
+    default:
+      console.warn('unknown room event', msg)
+  }
+}
+
 /** Stops (no reconnect) and returns to the join form with an error. */
 function fail (message) {
   leave()
@@ -228,6 +275,7 @@ function fail (message) {
 
 function leave () {
   state.wanted = false
+  state.pos = null
   clearTimeout(state.retryTimer)
   clearInterval(state.countdown)
   const ws = state.ws

@@ -6,7 +6,7 @@ import { FST_WS_INVALID_TOPIC, FST_WS_TOPIC_LIMIT } from '../errors.js'
 import { toBytes, type SendData } from '../socket/send-data.js'
 import type { FastifyTypeProvider, FastifyTypeProviderDefault } from 'fastify'
 import type { PublishResult, SubscriberCounts, TopicBroker } from '../topics/types.js'
-import type { WebSocket } from '../socket/websocket.js'
+import type { RawMessages, WebSocket } from '../socket/websocket.js'
 
 interface ServerLog { warn (obj: object, msg: string): void }
 
@@ -16,14 +16,17 @@ export type CompileSerializer = (schema: unknown) => (message: unknown) => strin
 /** A topic's typed publisher, from `app.websocketServer.channel(schema)`. */
 export interface TopicChannel<Message> {
   /** Serialize `message` once with the channel's schema, frame it once, write it to every subscriber of `topic`. */
-  publish (topic: string, message: Message, options?: Omit<PublishOptions, 'binary'>): Promise<PublishResult>
+  publish<P extends string = string, I = RawMessages, O = unknown> (
+    topic: string, message: Message, options?: Omit<PublishOptions<WebSocket<P, I, O>>, 'binary'>
+  ): Promise<PublishResult>
 }
 
-export interface PublishOptions {
+/** `Socket`: the type of the excluded socket (any route's socket; inferred). */
+export interface PublishOptions<Socket = WebSocket> {
   /** Send as binary. Default: true for buffers, false for strings. */
   binary?: boolean
   /** A socket that must not receive it (typically the sender). */
-  except?: WebSocket
+  except?: Socket
 }
 
 interface TopicNames { readonly longest: number }
@@ -67,7 +70,7 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
   channel<const S> (schema: S): TopicChannel<(TypeProvider & { schema: S })['serializer']> {
     const serialize = this.#compile(schema)
     return {
-      publish: (topic, message, options) => this.publish(topic, serialize(message), options === undefined ? undefined : { except: options.except })
+      publish: (topic, message, options) => this.publish(topic, serialize(message), options === undefined ? undefined : { except: options.except as WebSocket | undefined })
     }
   }
 
@@ -80,14 +83,16 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
    * a bad topic, FST_WS_TOPIC_LIMIT for a name longer than any route's `maxTopicLength` (nobody could subscribe
    * to it, and a broker's history would keep it) and FST_WS_INVALID_DATA for data `send()` would refuse.
    */
-  publish (topic: string, data: SendData, options?: PublishOptions): Promise<PublishResult> {
+  publish<P extends string = string, I = RawMessages, O = unknown> (
+    topic: string, data: SendData, options?: PublishOptions<WebSocket<P, I, O>>
+  ): Promise<PublishResult> {
     if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
     if (topic.length > this.#names.longest) {
       throw new FST_WS_TOPIC_LIMIT(`the topic name is ${topic.length} characters long; no route accepts more than ${this.#names.longest}`)
     }
     const payload = toBytes(data)
     const binary = typeof data === 'string' ? options?.binary === true : options?.binary !== false
-    const result = this.topics.publish(topic, payload, binary, options?.except)
+    const result = this.topics.publish(topic, payload, binary, options?.except as WebSocket | undefined)
     // Marks the promise handled (the caller's await still sees the rejection) and logs it for fire-and-forget use.
     result.catch(logUnawaited.bind(this.#log))
     return result

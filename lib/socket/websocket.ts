@@ -121,10 +121,10 @@ function onNewListener (this: WebSocket, event: string | symbol): void {
 function checkSubscribeOptions (options: SubscribeOptions): void {
   if (typeof options !== 'object' || options === null) throw new FST_WS_INVALID_TOPIC('subscribe options must be an object')
   const since = options.since
-  if (since === undefined) return
+  if (since === undefined || since === 'history') return
   if (typeof since !== 'object' || since === null || typeof since.epoch !== 'string' ||
       typeof since.offset !== 'number' || !Number.isSafeInteger(since.offset) || since.offset < 0) {
-    throw new FST_WS_INVALID_TOPIC('since must be { epoch: string, offset: integer ≥ 0 }')
+    throw new FST_WS_INVALID_TOPIC("since must be { epoch: string, offset: integer ≥ 0 } or 'history'")
   }
 }
 

@@ -46,6 +46,14 @@ export class MemoryHistory {
     return this.head === this.entries.length
   }
 
+  /** Everything the history still holds, oldest first. */
+  all (now: number): TopicMessage[] {
+    this.trim(now)
+    const out: TopicMessage[] = []
+    for (let i = this.head; i < this.entries.length; i++) out.push(this.entries[i].message)
+    return out
+  }
+
   /** The messages after `offset` up to `last`, or null when the history no longer holds all of them. */
   after (offset: number, last: number, now: number): TopicMessage[] | null {
     if (offset >= last) return []

@@ -59,6 +59,12 @@ export class MemoryTopics implements TopicBroker {
       s.local.sockets.add(socket)
       return { status: 'live', topic, epoch: s.epoch, offset: s.offset }
     }
+    if (since === 'history') {
+      const all = s.history.all(Date.now())
+      s.local.startCatchUp(socket)
+      const done = s.local.finishCatchUp(socket, this.envelope, all, 0, s.offset)
+      return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
+    }
     const reason = since.epoch !== s.epoch ? 'epoch-changed' : since.offset > s.offset ? 'unknown-position' : null
     const replay = reason === null ? s.history.after(since.offset, s.offset, Date.now()) : null
     s.local.startCatchUp(socket)

@@ -21,8 +21,9 @@ export interface SubscribeOptions {
    * Resume: deliver, in order, every message published after this position (the last one the client received),
    * then continue live, with no duplicate and no gap at the switch. When the broker cannot (the position is older
    * than the history, or from another epoch), the result says so with `status: 'gap'` and nothing is replayed.
+   * `'history'`: replay whatever the history holds (a late joiner's recent conversation), then live.
    */
-  since?: TopicPosition
+  since?: TopicPosition | 'history'
 }
 
 /** Why a socket may have missed messages of a topic. */

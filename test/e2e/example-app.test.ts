@@ -14,8 +14,13 @@ import WS from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, defaultOrigins, MAX_FRAME_BYTES, optionsFromEnv, start } from '../../example-app/server.js'
 import { HISTORY_SIZE, MAX_TEXT_LENGTH } from '../../example-app/chat.js'
-import type { ServerMessage } from '../../example-app/chat.js'
+import type { ChatLine, RoomEvent, ServerMessage as DirectMessage } from '../../example-app/chat.js'
+
 import { within as withTimeout, delay as sleep } from '../helpers/index.js'
+
+/** What a client reads: direct replies, and room events unwrapped from their envelopes. */
+type ServerMessage = DirectMessage | RoomEvent
+interface Envelope { topic: string, epoch: string, offset: number, data: RoomEvent }
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -110,6 +115,8 @@ t.comment(`protocol tests use ${ClientWebSocket === (WS as unknown) ? 'the ws pa
 /** A chat client that records every server message for ordered assertions. */
 class ChatClient {
   readonly received: ServerMessage[] = []
+  /** The position of each room event received, in order. */
+  readonly positions: Array<{ epoch: string, offset: number }> = []
   readonly ws: WebSocketLike
   readonly opened: Promise<void>
   readonly closed: Promise<{ code: number, reason: string }>
@@ -128,7 +135,15 @@ class ChatClient {
       this.ws.addEventListener('close', (ev) => resolve({ code: ev.code ?? 0, reason: ev.reason ?? '' }))
     })
     this.ws.addEventListener('message', (ev) => {
-      if (typeof ev.data === 'string') this.received.push(JSON.parse(ev.data) as ServerMessage)
+      if (typeof ev.data === 'string') {
+        const m = JSON.parse(ev.data) as DirectMessage | Envelope
+        if ('offset' in m) {
+          this.positions.push({ epoch: m.epoch, offset: m.offset })
+          this.received.push(m.data)
+        } else {
+          this.received.push(m)
+        }
+      }
       else this.received.push({ type: 'error', code: 'bad_message', message: 'test client: got a binary frame' })
       this.#wake?.()
     })
@@ -165,11 +180,17 @@ class ChatClient {
     }
   }
 
-  async join (nick: string): Promise<Extract<ServerMessage, { type: 'welcome' }>> {
-    this.send({ type: 'join', nick })
+  /** Join, and read the welcome and the replayed log up to 'synced': its chat lines are returned as `history`. */
+  async join (nick: string, extra: Record<string, unknown> = {}): Promise<Extract<ServerMessage, { type: 'welcome' }> & { history: ChatLine[], replayed: number }> {
+    this.send({ type: 'join', nick, ...extra })
     const m = await this.next()
     if (m.type !== 'welcome') throw new Error(`join ${nick}: expected welcome, got ${JSON.stringify(m)}`)
-    return m
+    const history: ChatLine[] = []
+    for (;;) {
+      const r = await this.next()
+      if (r.type === 'synced') return { ...m, history, replayed: r.replayed }
+      if (r.type === 'message') history.push(r)
+    }
   }
 
   async close (): Promise<void> {

@@ -53,7 +53,7 @@ const RETRY_MS = 1000
 
 interface Joining {
   socket: WebSocket
-  since: TopicPosition | undefined
+  since: TopicPosition | 'history' | undefined
   resolve: (result: SubscribeResult) => void
 }
 
@@ -271,12 +271,13 @@ export class RedisTopics implements TopicBroker {
   }
 
   /** A socket joins a topic whose position is known: live at once, or after replaying from `since`. */
-  private join (t: RedisTopic, socket: WebSocket, since: TopicPosition | undefined): SubscribeResult | Promise<SubscribeResult> {
+  private join (t: RedisTopic, socket: WebSocket, since: TopicPosition | 'history' | undefined): SubscribeResult | Promise<SubscribeResult> {
     if (since === undefined) {
       t.local.sockets.add(socket)
       return { status: 'live', topic: t.name, epoch: t.epoch, offset: t.last }
     }
     t.local.startCatchUp(socket)
+    if (since === 'history') return this.joinWithHistory(t, socket)
     return this.recover(t, since.offset).then(({ epoch, last, entries }) => {
       let reason: TopicGapReason | null = null
       let replay: WireMessage[] = []
@@ -299,7 +300,22 @@ export class RedisTopics implements TopicBroker {
     })
   }
 
-  private async recover (t: RedisTopic, since: number): Promise<{ epoch: string, last: number, entries: unknown }> {
+  /** Replay the whole history (whatever it still holds), then live. */
+  private joinWithHistory (t: RedisTopic, socket: WebSocket): Promise<SubscribeResult> {
+    return this.recover(t, 'all').then(({ epoch, last, entries }) => {
+      const messages = decodeHistory(t.name, epoch, entries) ?? []
+      const done = t.local.finishCatchUp(socket, this.envelope, messages, 0, t.last)
+      if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
+      return { status: 'recovered', topic: t.name, epoch, offset: Math.max(done.last, last), replayed: done.replayed } satisfies SubscribeResult
+    }, (err: unknown) => {
+      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
+      const done = t.local.finishCatchUp(socket, this.envelope, [], 0, t.last)
+      if (done === null) return { status: 'cancelled', topic: t.name }
+      return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
+    })
+  }
+
+  private async recover (t: RedisTopic, since: number | 'all'): Promise<{ epoch: string, last: number, entries: unknown }> {
     const reply = await this.recoverScript.run(this.client, t.keys, [since])
     if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply to the history script')
     return { epoch: String(reply[0]), last: Number(reply[1]), entries: reply[2] }

@@ -39,7 +39,7 @@ return { epoch, offset }
 `
 
 /**
- * KEYS: meta hash, history stream. ARGV: since (offset).
+ * KEYS: meta hash, history stream. ARGV: since (an offset, or 'all' for the whole history).
  * Returns { epoch ('' when the topic has no state), last offset, entries after `since` newest first (empty when
  * there are none, or when the history no longer reaches back to `since + 1`: nothing is read then) }; each entry
  * is { id, { 'o', offset, 'f', flags, 'x', origin, 'd', payload } }. The history's length is the publishers'
@@ -50,6 +50,9 @@ local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
 local epoch = meta[1]
 if not epoch then epoch = '' end
 local last = tonumber(meta[2]) or 0
+if ARGV[1] == 'all' then
+  return { epoch, last, redis.call('XREVRANGE', KEYS[2], '+', '-') }
+end
 local since = tonumber(ARGV[1])
 if since < 0 or since >= last then
   return { epoch, last, {} }
