@@ -1,7 +1,8 @@
 // Headless Chromium against an HTTPS/HTTP/2 Fastify app (self-signed certificate made by the test, Chromium started
 // with --ignore-certificate-errors): the page, loaded over HTTP/2, opens wss:// WebSockets to its own origin.
 // Proven on the server side: each WebSocket arrived as an extended CONNECT stream (HTTP/2, :protocol websocket) on
-// the same session as the page, exchanged messages both ways, and closed with the close handshake.
+// the same session as the page, exchanged messages both ways, and closed with the close handshake; a page of
+// another origin (localhost) is refused with 403 by the same-origin default.
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import type { Http2ServerRequest } from 'node:http2'
@@ -48,7 +49,8 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
     return
   }
   const { key, cert } = selfSignedCert()
-  const { app } = await buildApp({}, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
+  const { app, logs } = await buildApp({}, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
+  app.get('/blank', (_request, reply) => reply.type('text/html; charset=utf-8').send('<!doctype html><title>other origin</title>'))
   const pages: Array<{ httpVersion: string, session: unknown }> = []
   const seen: Seen[] = []
   app.get('/', (request, reply) => {
@@ -101,4 +103,20 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
   }
   t.equal(new Set(seen.map((s) => s.streamId)).size, SOCKETS, 'one stream per WebSocket')
   t.ok(seen.every((s) => s.session === pages[0]!.session), 'all on the session that served the page')
+
+  // A page of another origin (localhost instead of 127.0.0.1, same port) is refused by the same-origin default.
+  const refusedBefore = logs.find('WebSocket upgrade refused').length
+  const other = await browser.newPage()
+  await other.goto(`https://localhost:${port}/blank`)
+  const outcome = await within(other.evaluate(`new Promise((resolve) => {
+    const ws = new WebSocket('wss://127.0.0.1:${port}/ws')
+    ws.onopen = () => resolve('open')
+    ws.onclose = (e) => resolve('closed ' + e.code)
+  })`) as Promise<string>, 15_000, 'cross-origin outcome')
+  t.equal(outcome, 'closed 1006', 'the browser sees the handshake fail')
+  const refusals = logs.find('WebSocket upgrade refused').slice(refusedBefore)
+  t.equal(refusals.length, 1, 'the server refused it once')
+  t.equal(refusals[0]?.status, 403)
+  t.equal(refusals[0]?.origin, `https://localhost:${port}`)
+  t.equal(seen.length, SOCKETS, 'no socket was opened for it')
 })
