@@ -604,3 +604,31 @@ t.test('typed messages (route message schemas) on a stream: validated in, serial
   await ws.waitClosed()
   t.equal(ws.closeCode, 1007)
 })
+
+t.test('a socket that stops reading (messages held past inboundHighWaterMark) pauses only its own stream', async (t) => {
+  let held: WebSocket | null = null
+  const s = await h2Server(t, 'h2c', {}, (app) => {
+    // No 'message' listener: messages are held, and reading pauses past the mark.
+    app.get('/hold', { websocket: { inboundHighWaterMark: 64 * 1024 } }, (socket) => { held = socket })
+  })
+  const { session: h2 } = await session(t, s)
+  const stalled = await openH2Ws(h2, s.authority, '/hold', 'http')
+  const chunk = frame(0x2, Buffer.alloc(16 * 1024, 3))
+  for (let i = 0; i < 128; i++) stalled.stream.write(chunk) // 2 MiB
+  await waitFor(() => held !== null, 3000, 'held socket')
+  // The server stops taking the stalled stream's data: the client is left holding most of it.
+  await waitFor(() => stalled.stream.writableLength > 1024 * 1024, 3000, 'client-side backlog')
+  t.ok(stalled.stream.writableLength > 1024 * 1024, `client still holds ${stalled.stream.writableLength} bytes: the stream window is closed`)
+  const sibling = await openH2Ws(h2, s.authority, '/echo', 'http')
+  let echoed = 0
+  for (let i = 0; i < 100; i++) {
+    sibling.send(Buffer.alloc(8 * 1024, i))
+    if ((await sibling.nextMessage()).payload.length === 8 * 1024) echoed++
+  }
+  t.equal(echoed, 100, 'the sibling echoes 800 KiB meanwhile, in both directions')
+  // Consuming the held messages reopens the window: everything arrives.
+  let received = 0
+  held!.on('message', () => { received++ })
+  await waitFor(() => received === 128, 5000, 'all 128 held and pending messages')
+  t.equal(received, 128)
+})
