@@ -35,7 +35,9 @@ export async function startInstance (redisUrl: string, options: Partial<RedisTop
     })
     const since = request.query.since
     const [epoch, offset] = since === undefined ? [] : since.split(':')
-    const result: SubscribeResult = await socket.subscribe(topic, since === undefined ? undefined : { since: { epoch: epoch ?? '', offset: Number(offset) } })
+    const result: SubscribeResult = await socket.subscribe(topic, since === undefined
+      ? undefined
+      : { since: since === 'history' ? 'history' : { epoch: epoch ?? '', offset: Number(offset) } })
     socket.send(JSON.stringify({ subscribed: result }))
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
@@ -76,8 +78,8 @@ export class Client {
     ws.on('error', () => {})
   }
 
-  static async connect (port: number, topic: string, since?: { epoch: string, offset: number }): Promise<Client> {
-    const q = since === undefined ? '' : `?since=${since.epoch}:${since.offset}`
+  static async connect (port: number, topic: string, since?: { epoch: string, offset: number } | 'history'): Promise<Client> {
+    const q = since === undefined ? '' : since === 'history' ? '?since=history' : `?since=${since.epoch}:${since.offset}`
     const ws = new WebSocket(`ws://127.0.0.1:${port}/t/${encodeURIComponent(topic)}${q}`)
     const c = new Client(ws)
     await new Promise<void>((resolve, reject) => {
