@@ -19,6 +19,12 @@ import type { SocketContext } from '../socket/websocket.js'
 function upgradeRequired (reply: FastifyReply): FastifyReply {
   // Setting Connection ourselves overrides Node's keep-alive decision: keep the client's "close" (and HTTP/1.0's default).
   const raw = reply.request.raw
+  if (raw.httpVersionMajor >= 2) {
+    // HTTP/2 forbids Upgrade and Connection (Node throws on them, out of Fastify's error handler): there a
+    // WebSocket is opened with an extended CONNECT (RFC 8441), so the method is what is wrong.
+    return reply.code(405).header('allow', 'CONNECT')
+      .send({ statusCode: 405, error: 'Method Not Allowed', message: 'This route only accepts WebSocket connections (over HTTP/2: an extended CONNECT)' })
+  }
   const close = hasToken(raw.headers.connection, 'close') || raw.httpVersionMajor < 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor < 1)
   return reply.code(426).header('upgrade', 'websocket').header('connection', close ? 'Upgrade, close' : 'Upgrade')
     .send({ statusCode: 426, error: 'Upgrade Required', message: 'This route only accepts WebSocket connections' })

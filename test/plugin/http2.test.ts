@@ -632,3 +632,25 @@ t.test('a socket that stops reading (messages held past inboundHighWaterMark) pa
   await waitFor(() => received === 128, 5000, 'all 128 held and pending messages')
   t.equal(received, 128)
 })
+
+t.test('a plain HTTP/2 GET to a WebSocket-only route is answered, without HTTP/1.1 connection headers', async (t) => {
+  const s = await h2Server(t, 'tls')
+  const { session: h2 } = await session(t, s)
+  for (const method of ['GET', 'HEAD']) {
+    const res = await connectRequest(h2, { ':method': method, ':path': '/echo' })
+    t.equal(res.status, 405, `${method}: 405 (over HTTP/2 a WebSocket is an extended CONNECT)`)
+    t.equal(res.headers.allow, 'CONNECT', `${method}: Allow: CONNECT`)
+    t.equal(res.headers.upgrade, undefined, `${method}: no Upgrade field (forbidden in HTTP/2)`)
+    res.stream.close()
+  }
+  // The same route over HTTP/1.1 on the same server still answers 426 with Upgrade: websocket.
+  const https = await import('node:https')
+  const status = await within(new Promise<[number | undefined, string | undefined]>((resolve, reject) => {
+    https.get({ host: '127.0.0.1', port: s.port, path: '/echo', rejectUnauthorized: false }, (res) => {
+      res.resume()
+      resolve([res.statusCode, res.headers.upgrade])
+    }).on('error', reject)
+  }), 3000, 'HTTP/1.1 GET')
+  t.same(status, [426, 'websocket'])
+  await echoOnce(t, await openH2Ws(h2, s.authority, '/echo', s.scheme), 'the session is unharmed')
+})
