@@ -55,32 +55,29 @@ export function markedConfig (config: unknown): Record<string | symbol, unknown>
   return { ...(config as object | undefined), [kWebSocketRoute]: true }
 }
 
-const kSessions = Symbol('fastify-rfc6455.sessions')
-type TrackedSession = ServerHttp2Session & { [kSessions]?: StreamSessions }
-
-function forgetSession (this: TrackedSession): void {
-  this[kSessions]?.remove(this)
-}
-
-/** The HTTP/2 sessions that carried at least one WebSocket and are still open. */
+/** The HTTP/2 sessions that carried at least one WebSocket and are still open (one set per registration). */
 export class StreamSessions {
-  readonly #sessions = new Set<TrackedSession>()
+  readonly #sessions = new Set<ServerHttp2Session>()
+  /** The sessions' 'close' listener: one function per registration, none per session. */
+  readonly #forget: (this: ServerHttp2Session) => void
 
-  add (session: ServerHttp2Session): void {
-    const s = session as TrackedSession
-    if (this.#sessions.has(s)) return
-    this.#sessions.add(s)
-    s[kSessions] = this
-    s.once('close', forgetSession)
+  constructor () {
+    const sessions = this.#sessions
+    this.#forget = function forgetSession (this: ServerHttp2Session): void {
+      sessions.delete(this)
+    }
   }
 
-  remove (session: TrackedSession): void {
-    this.#sessions.delete(session)
+  add (session: ServerHttp2Session): void {
+    if (this.#sessions.has(session)) return
+    this.#sessions.add(session)
+    session.once('close', this.#forget)
   }
 
   /** GOAWAY on each (graceful: streams still open finish first). */
   goAway (): void {
     for (const session of this.#sessions) {
+      session.removeListener('close', this.#forget)
       if (!session.closed && !session.destroyed) session.close()
     }
     this.#sessions.clear()
