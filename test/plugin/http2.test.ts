@@ -680,3 +680,26 @@ t.test('HTTP/1.1 interop on the HTTP/2 server (allowHTTP1): ws with permessage-d
   t.same(await closed, [4002, 'bye now'])
   t.ok(s.sockets.every((x) => x.httpVersion === '1.1'), 'all over HTTP/1.1')
 })
+
+t.test("the advertisement keeps the server's own settings: maxConcurrentStreams bounds WebSockets per connection", async (t) => {
+  const { app } = await buildApp({}, { http2: true, http: { settings: { maxConcurrentStreams: 2 } } } as unknown as FastifyServerOptions)
+  app.get('/echo', { websocket: true }, (socket) => { socket.on('message', (d, b) => socket.send(d, { binary: b })) })
+  const port = await listen(app)
+  t.teardown(() => within(app.close(), 10_000, 'app.close()'))
+  const { session: h2, settings } = await connectH2(`http://127.0.0.1:${port}`)
+  t.teardown(() => { h2.destroy() })
+  t.equal(settings.maxConcurrentStreams, 2, 'the app\'s setting')
+  t.equal(settings.enableConnectProtocol, true, 'and RFC 8441')
+  const authority = `127.0.0.1:${port}`
+  const a = await openH2Ws(h2, authority, '/echo', 'http')
+  const b = await openH2Ws(h2, authority, '/echo', 'http')
+  // A third stream waits in the client until a slot frees (Node's client honours the peer's limit).
+  let opened = false
+  const third = openH2Ws(h2, authority, '/echo', 'http').then((ws) => { opened = true; return ws })
+  await echoOnce(t, b, 'a round trip after the third CONNECT was queued')
+  await echoOnce(t, a, 'and another')
+  t.equal(opened, false, 'the third is not open while two are')
+  a.close(1000, '', false)
+  await a.waitClosed()
+  await echoOnce(t, await third, 'the third WebSocket once the first closed')
+})
