@@ -2,7 +2,8 @@
 // with --ignore-certificate-errors): the page, loaded over HTTP/2, opens wss:// WebSockets to its own origin.
 // Proven on the server side: each WebSocket arrived as an extended CONNECT stream (HTTP/2, :protocol websocket) on
 // the same session as the page, exchanged messages both ways, and closed with the close handshake; a page of
-// another origin (localhost) is refused with 403 by the same-origin default.
+// another origin (localhost) is refused with 403 by the same-origin default; and a page that has no HTTP/2
+// connection to the WebSocket's origin yet gets its socket over HTTP/1.1 (the allowHTTP1 path), as the README says.
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import type { Http2ServerRequest } from 'node:http2'
@@ -119,4 +120,40 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
   t.equal(refusals[0]?.status, 403)
   t.equal(refusals[0]?.origin, `https://localhost:${port}`)
   t.equal(seen.length, SOCKETS, 'no socket was opened for it')
+})
+
+t.test('with no HTTP/2 connection to the origin yet, Chromium opens its WebSocket over HTTP/1.1 (allowHTTP1)', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.fail(`Chromium not found at ${CHROMIUM}`)
+    return
+  }
+  const { key, cert } = selfSignedCert()
+  const https = { key, cert, allowHTTP1: true }
+  // The WebSocket server: HTTP/2 with RFC 8441 advertised, never visited by the page before the socket.
+  const { app } = await buildApp({ origins: () => true }, { http2: true, https } as unknown as FastifyServerOptions)
+  const versions: string[] = []
+  app.get('/ws', { websocket: true }, (socket, request) => {
+    versions.push(request.raw.httpVersion)
+    socket.on('message', (data) => socket.send(data.toString()))
+  })
+  const wsPort = await listen(app)
+  t.teardown(() => within(app.close(), 10_000, 'app.close()'))
+  // The page comes from another origin (another port).
+  const { app: pageApp } = await buildApp({}, { http2: true, https } as unknown as FastifyServerOptions)
+  pageApp.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send('<!doctype html><title>page</title>'))
+  const pagePort = await listen(pageApp)
+  t.teardown(() => within(pageApp.close(), 10_000, 'page app.close()'))
+
+  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch Chromium')
+  t.teardown(() => within(browser.close(), 10_000, 'browser.close()'))
+  const page = await browser.newPage()
+  await page.goto(`https://127.0.0.1:${pagePort}/`)
+  const echo = await within(page.evaluate(`new Promise((resolve, reject) => {
+    const ws = new WebSocket('wss://127.0.0.1:${wsPort}/ws')
+    ws.onopen = () => ws.send('hi')
+    ws.onmessage = (e) => { resolve(e.data); ws.close(1000) }
+    ws.onerror = () => reject(new Error('failed'))
+  })`) as Promise<string>, 15_000, 'echo')
+  t.equal(echo, 'hi')
+  t.same(versions, ['1.1'], 'the socket arrived as an HTTP/1.1 upgrade')
 })
