@@ -28,32 +28,32 @@ interface TopicState {
 }
 
 export class MemoryTopics implements TopicBroker {
-  private readonly topics = new Map<string, TopicState>()
-  private readonly limits: HistoryLimits
-  private readonly envelope: TopicEnvelope
-  private readonly instance = randomBytes(4).toString('hex')
-  private sweeper: NodeJS.Timeout | null = null
+  readonly #topics = new Map<string, TopicState>()
+  readonly #limits: HistoryLimits
+  readonly #envelope: TopicEnvelope
+  readonly #instance = randomBytes(4).toString('hex')
+  #sweeper: NodeJS.Timeout | null = null
 
   constructor (options: MemoryTopicsOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new FST_WS_INVALID_BROKER_OPTION('options', 'expected an object')
-    this.limits = checkHistoryLimits(options.history, { size: 100, ttl: 300_000 })
+    this.#limits = checkHistoryLimits(options.history, { size: 100, ttl: 300_000 })
     const envelope = options.envelope ?? 'none'
     if (!isTopicEnvelope(envelope)) throw new FST_WS_INVALID_BROKER_OPTION('envelope', "expected 'none', 'json' or a function")
-    this.envelope = envelope
+    this.#envelope = envelope
   }
 
-  private state (topic: string): TopicState {
-    let s = this.topics.get(topic)
+  #state (topic: string): TopicState {
+    let s = this.#topics.get(topic)
     if (s === undefined) {
-      s = { local: new LocalTopic(topic), epoch: randomBytes(4).toString('hex'), offset: 0, history: new MemoryHistory(this.limits), lastPublish: 0 }
-      this.topics.set(topic, s)
-      this.startSweeper()
+      s = { local: new LocalTopic(topic), epoch: randomBytes(4).toString('hex'), offset: 0, history: new MemoryHistory(this.#limits), lastPublish: 0 }
+      this.#topics.set(topic, s)
+      this.#startSweeper()
     }
     return s
   }
 
   subscribe (socket: WebSocket, topic: string, options: SubscribeOptions | undefined): SubscribeResult {
-    const s = this.state(topic)
+    const s = this.#state(topic)
     const since = options?.since
     if (since === undefined) {
       s.local.sockets.add(socket)
@@ -62,36 +62,36 @@ export class MemoryTopics implements TopicBroker {
     if (since === 'history') {
       const all = s.history.all(Date.now())
       s.local.startCatchUp(socket)
-      const done = s.local.finishCatchUp(socket, this.envelope, all, 0, s.offset)
+      const done = s.local.finishCatchUp(socket, this.#envelope, all, 0, s.offset)
       return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
     }
     const reason = since.epoch !== s.epoch ? 'epoch-changed' : since.offset > s.offset ? 'unknown-position' : null
     const replay = reason === null ? s.history.after(since.offset, s.offset, Date.now()) : null
     s.local.startCatchUp(socket)
     if (replay === null) {
-      s.local.finishCatchUp(socket, this.envelope, [], 0, s.offset)
+      s.local.finishCatchUp(socket, this.#envelope, [], 0, s.offset)
       return { status: 'gap', topic, epoch: s.epoch, offset: s.offset, reason: reason ?? 'history-expired' }
     }
-    const done = s.local.finishCatchUp(socket, this.envelope, replay, since.offset, s.offset)
+    const done = s.local.finishCatchUp(socket, this.#envelope, replay, since.offset, s.offset)
     return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
   }
 
   unsubscribe (socket: WebSocket, topic: string): void {
-    const s = this.topics.get(topic)
+    const s = this.#topics.get(topic)
     if (s === undefined) return
     s.local.delete(socket)
-    if (s.local.size === 0 && s.history.empty) this.topics.delete(topic)
+    if (s.local.size === 0 && s.history.empty) this.#topics.delete(topic)
   }
 
   async publish (topic: string, data: Buffer, binary: boolean, except: WebSocket | undefined): Promise<PublishResult> {
-    const existing = this.topics.get(topic)
+    const existing = this.#topics.get(topic)
     // Nobody listens and nothing is kept: no state to create (a publish to a random name must not allocate).
-    if (existing === undefined && this.limits.size === 0) return { topic, epoch: '', offset: 0 }
-    const s = existing ?? this.state(topic)
+    if (existing === undefined && this.#limits.size === 0) return { topic, epoch: '', offset: 0 }
+    const s = existing ?? this.#state(topic)
     const now = Date.now()
     const message: TopicMessage = { topic, epoch: s.epoch, offset: ++s.offset, data, binary }
     s.lastPublish = now
-    if (this.limits.size > 0) {
+    if (this.#limits.size > 0) {
       // The history keeps its own copy, sized to the payload: the caller's buffer may change, or be a small view
       // of a large one.
       const own = Buffer.allocUnsafeSlow(data.length)
@@ -99,38 +99,38 @@ export class MemoryTopics implements TopicBroker {
       message.data = own
       s.history.push(message, now)
     }
-    s.local.deliver(this.envelope, message, except)
+    s.local.deliver(this.#envelope, message, except)
     return { topic, epoch: s.epoch, offset: s.offset }
   }
 
   subscriberCount (topic: string): number {
-    return this.topics.get(topic)?.local.size ?? 0
+    return this.#topics.get(topic)?.local.size ?? 0
   }
 
   async subscriberCounts (topic: string): Promise<SubscriberCounts> {
     const n = this.subscriberCount(topic)
-    return { total: n, instances: { [this.instance]: n } }
+    return { total: n, instances: { [this.#instance]: n } }
   }
 
   async close (): Promise<void> {
-    if (this.sweeper !== null) clearInterval(this.sweeper)
-    this.sweeper = null
+    if (this.#sweeper !== null) clearInterval(this.#sweeper)
+    this.#sweeper = null
   }
 
   /** Topics nobody subscribes to are dropped once their history has aged out. */
-  private startSweeper (): void {
-    if (this.sweeper !== null || this.limits.size === 0) return
-    this.sweeper = setInterval(() => {
+  #startSweeper (): void {
+    if (this.#sweeper !== null || this.#limits.size === 0) return
+    this.#sweeper = setInterval(() => {
       const now = Date.now()
-      for (const [topic, s] of this.topics) {
+      for (const [topic, s] of this.#topics) {
         s.history.trim(now)
-        if (s.local.size === 0 && s.history.empty) this.topics.delete(topic)
+        if (s.local.size === 0 && s.history.empty) this.#topics.delete(topic)
       }
-      if (this.topics.size === 0 && this.sweeper !== null) {
-        clearInterval(this.sweeper)
-        this.sweeper = null
+      if (this.#topics.size === 0 && this.#sweeper !== null) {
+        clearInterval(this.#sweeper)
+        this.#sweeper = null
       }
-    }, Math.min(this.limits.ttl, 60_000))
-    this.sweeper.unref()
+    }, Math.min(this.#limits.ttl, 60_000))
+    this.#sweeper.unref()
   }
 }

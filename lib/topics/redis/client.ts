@@ -7,8 +7,6 @@
 import { createHash } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
 
-type Arg = string | Buffer | number
-
 /** The members of an ioredis `Redis` or `Cluster` (ioredis 5.4 or later) that the broker uses. */
 export interface RedisClient {
   /** 'ready' while connected (ioredis). */
@@ -16,7 +14,7 @@ export interface RedisClient {
   /** true for an ioredis `Cluster`: the broker then uses sharded pub/sub (SSUBSCRIBE/SPUBLISH). */
   readonly isCluster: boolean
   duplicate (): RedisClient
-  callBuffer (command: string, ...args: Arg[]): Promise<unknown>
+  callBuffer (command: string, ...args: Array<string | Buffer | number>): Promise<unknown>
   subscribe (...channels: string[]): Promise<unknown>
   unsubscribe (...channels: string[]): Promise<unknown>
   ssubscribe (...channels: string[]): Promise<unknown>
@@ -53,7 +51,7 @@ export class Script {
   }
 
   /** Run it; with EVAL once if Redis does not know it (first use, or after a restart). */
-  async run (client: RedisClient, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
+  async run (client: RedisClient, keys: readonly string[], args: ReadonlyArray<string | Buffer | number>): Promise<unknown> {
     try {
       return await client.callBuffer('EVALSHA', this.sha, keys.length, ...keys, ...args)
     } catch (err) {

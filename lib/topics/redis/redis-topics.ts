@@ -101,36 +101,38 @@ interface Inflight {
 
 export class RedisTopics implements TopicBroker {
   readonly instance = randomBytes(6).toString('hex')
-  private readonly client: RedisClient
-  private readonly sub: Subscriber
-  private readonly sharded: boolean
-  private readonly prefix: string
-  private readonly limits: HistoryLimits
-  private readonly epochTtl: number
-  private readonly envelope: TopicEnvelope
-  private readonly publishTimeout: number
-  private readonly presenceTtl: number
-  private readonly topics = new Map<string, RedisTopic>()
-  private readonly byChannel = new Map<string, RedisTopic>()
-  private log: BrokerContext['log'] = SILENT_LOG
-  private readonly publishScript = new Script(PUBLISH)
-  private readonly recoverScript = new Script(RECOVER)
-  private readonly presenceScript = new Script(PRESENCE)
+  readonly #client: RedisClient
+  readonly #sub: Subscriber
+  readonly #sharded: boolean
+  readonly #prefix: string
+  readonly #limits: HistoryLimits
+  readonly #epochTtl: number
+  readonly #envelope: TopicEnvelope
+  readonly #publishTimeout: number
+  readonly #presenceTtl: number
+  readonly #topics = new Map<string, RedisTopic>()
+  readonly #byChannel = new Map<string, RedisTopic>()
+  #log: BrokerContext['log'] = SILENT_LOG
+  readonly #publishScript = new Script(PUBLISH)
+  readonly #recoverScript = new Script(RECOVER)
+  readonly #presenceScript = new Script(PRESENCE)
   /** Sockets a publish excluded (`except`), by the number that travels with the message. */
-  private readonly exceptNumbers = new WeakMap<WebSocket, number>()
-  private readonly exceptSockets = new Map<number, WebSocket>()
-  private nextNumber = 1
+  readonly #exceptNumbers = new WeakMap<WebSocket, number>()
+  readonly #exceptSockets = new Map<number, WebSocket>()
+  #nextNumber = 1
   /** Publishes waiting for Redis, oldest first (all share one timeout). */
-  private inflight: Inflight[] = []
-  private inflightTimer: NodeJS.Timeout | null = null
+  #inflight: Inflight[] = []
+  #inflightTimer: NodeJS.Timeout | null = null
   /** How many of `inflight` wait for the client to be ready. */
-  private waiting = 0
+  #waiting = 0
+  /** The publish script is loaded in Redis (after each connection of the client). */
+  #scriptsLoaded = false
   /** Topics whose count changed since the last presence write. */
-  private readonly dirty = new Set<RedisTopic>()
-  private flushScheduled = false
-  private presenceTimer: NodeJS.Timeout | null = null
-  private subDown = false
-  private closed = false
+  readonly #dirty = new Set<RedisTopic>()
+  #flushScheduled = false
+  #presenceTimer: NodeJS.Timeout | null = null
+  #subDown = false
+  #closed = false
 
   constructor (options: RedisTopicsOptions) {
     if (typeof options !== 'object' || options === null) throw new FST_WS_INVALID_BROKER_OPTION('options', 'expected { client, ... }')
@@ -144,45 +146,46 @@ export class RedisTopics implements TopicBroker {
     if (typeof prefix !== 'string' || /[{}]/.test(prefix)) throw new FST_WS_INVALID_BROKER_OPTION('prefix', 'expected a string without { or }')
     const envelope = options.envelope ?? 'none'
     if (!isTopicEnvelope(envelope)) throw new FST_WS_INVALID_BROKER_OPTION('envelope', "expected 'none', 'json' or a function")
-    this.limits = checkHistoryLimits(options.history, { size: 100, ttl: 300_000 })
-    this.epochTtl = count(options.epochTtl, 'epochTtl', 86_400_000, false)
-    this.publishTimeout = count(options.publishTimeout, 'publishTimeout', 5000, false)
-    this.presenceTtl = count(options.presenceTtl, 'presenceTtl', 15_000, false)
-    if (this.epochTtl < this.limits.ttl) throw new FST_WS_INVALID_BROKER_OPTION('epochTtl', 'must be at least history.ttl')
-    this.prefix = prefix
-    this.envelope = envelope
-    this.client = options.client
-    this.sharded = options.client.isCluster === true
-    this.sub = subscriberOf(options.client)
-    this.sub.on('messageBuffer', this.onMessage)
-    this.sub.on('smessageBuffer', this.onMessage)
-    this.sub.on('ready', this.onSubReady)
-    this.sub.on('close', this.onSubClose)
-    this.sub.on('error', this.onSubError)
-    asEmitter(this.client).on('ready', this.onClientReady)
+    this.#limits = checkHistoryLimits(options.history, { size: 100, ttl: 300_000 })
+    this.#epochTtl = count(options.epochTtl, 'epochTtl', 86_400_000, false)
+    this.#publishTimeout = count(options.publishTimeout, 'publishTimeout', 5000, false)
+    this.#presenceTtl = count(options.presenceTtl, 'presenceTtl', 15_000, false)
+    if (this.#epochTtl < this.#limits.ttl) throw new FST_WS_INVALID_BROKER_OPTION('epochTtl', 'must be at least history.ttl')
+    this.#prefix = prefix
+    this.#envelope = envelope
+    this.#client = options.client
+    this.#sharded = options.client.isCluster === true
+    this.#sub = subscriberOf(options.client)
+    this.#sub.on('messageBuffer', this.#onMessage)
+    this.#sub.on('smessageBuffer', this.#onMessage)
+    this.#sub.on('ready', this.#onSubReady)
+    this.#sub.on('close', this.#onSubClose)
+    this.#sub.on('error', this.#onSubError)
+    asEmitter(this.#client).on('ready', this.#onClientReady)
+    if (this.#client.status === 'ready') this.#onClientReady()
   }
 
   start (context: BrokerContext): void {
-    this.log = context.log
-    this.presenceTimer = setInterval(this.refreshPresence, Math.max(100, Math.floor(this.presenceTtl / 3)))
-    this.presenceTimer.unref()
+    this.#log = context.log
+    this.#presenceTimer = setInterval(this.#refreshPresence, Math.max(100, Math.floor(this.#presenceTtl / 3)))
+    this.#presenceTimer.unref()
   }
 
   // ---- subscribing ----
 
   subscribe (socket: WebSocket, topic: string, options: SubscribeOptions | undefined): SubscribeResult | Promise<SubscribeResult> {
-    let t = this.topics.get(topic)
-    if (t === undefined) t = this.open(topic)
-    this.markDirty(t)
+    let t = this.#topics.get(topic)
+    if (t === undefined) t = this.#open(topic)
+    this.#markDirty(t)
     if (!t.ready) {
       return new Promise((resolve) => { t.joining.push({ socket, since: options?.since, resolve }) })
     }
-    return this.join(t, socket, options?.since)
+    return this.#join(t, socket, options?.since)
   }
 
   unsubscribe (socket: WebSocket, topic: string): void {
-    if (socket.topics.size === 0) this.forgetExcept(socket)
-    const t = this.topics.get(topic)
+    if (socket.topics.size === 0) this.#forgetExcept(socket)
+    const t = this.#topics.get(topic)
     if (t === undefined) return
     t.local.delete(socket)
     for (let i = 0; i < t.joining.length; i++) {
@@ -192,51 +195,51 @@ export class RedisTopics implements TopicBroker {
         break
       }
     }
-    this.markDirty(t)
-    if (t.local.size === 0 && t.joining.length === 0) this.drop(t)
+    this.#markDirty(t)
+    if (t.local.size === 0 && t.joining.length === 0) this.#drop(t)
   }
 
   subscriberCount (topic: string): number {
-    const t = this.topics.get(topic)
+    const t = this.#topics.get(topic)
     return t === undefined ? 0 : t.local.size + t.joining.length
   }
 
   /** The topic's keys and channel: `prefix{topic}`, with `%` and `}` escaped so the hash tag is the whole name. */
-  private base (topic: string): string {
-    return `${this.prefix}{${topic.replace(/%/g, '%25').replace(/\}/g, '%7D')}}`
+  #base (topic: string): string {
+    return `${this.#prefix}{${topic.replace(/%/g, '%25').replace(/\}/g, '%7D')}}`
   }
 
-  private open (topic: string): RedisTopic {
-    const t = new RedisTopic(topic, this.base(topic))
-    this.topics.set(topic, t)
-    this.byChannel.set(t.channel, t)
-    this.firstSync(t)
+  #open (topic: string): RedisTopic {
+    const t = new RedisTopic(topic, this.#base(topic))
+    this.#topics.set(topic, t)
+    this.#byChannel.set(t.channel, t)
+    this.#firstSync(t)
     return t
   }
 
-  private drop (t: RedisTopic): void {
+  #drop (t: RedisTopic): void {
     t.dead = true
     if (t.retry !== null) clearTimeout(t.retry)
-    this.topics.delete(t.name)
-    if (this.byChannel.get(t.channel) === t) this.byChannel.delete(t.channel)
+    this.#topics.delete(t.name)
+    if (this.#byChannel.get(t.channel) === t) this.#byChannel.delete(t.channel)
     // A new subscription to the same topic may already be under way: Redis applies the two in order.
-    this.redisUnsubscribe(t.channel).catch((err: unknown) => {
-      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: unsubscribe failed')
+    this.#redisUnsubscribe(t.channel).catch((err: unknown) => {
+      this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: unsubscribe failed')
     })
   }
 
-  private redisSubscribe (channel: string): Promise<unknown> {
-    return this.sharded ? this.sub.ssubscribe(channel) : this.sub.subscribe(channel)
+  #redisSubscribe (channel: string): Promise<unknown> {
+    return this.#sharded ? this.#sub.ssubscribe(channel) : this.#sub.subscribe(channel)
   }
 
-  private redisUnsubscribe (channel: string): Promise<unknown> {
-    return this.sharded ? this.sub.sunsubscribe(channel) : this.sub.unsubscribe(channel)
+  #redisUnsubscribe (channel: string): Promise<unknown> {
+    return this.#sharded ? this.#sub.sunsubscribe(channel) : this.#sub.unsubscribe(channel)
   }
 
   /** Subscribe in Redis, then read the position: messages that arrive in between wait in the queue. */
-  private firstSync (t: RedisTopic): void {
-    this.redisSubscribe(t.channel)
-      .then(() => this.recover(t, -1))
+  #firstSync (t: RedisTopic): void {
+    this.#redisSubscribe(t.channel)
+      .then(() => this.#recover(t, -1))
       .then(({ epoch, last }) => {
         if (t.dead) return
         const first = t.queue[0]
@@ -244,41 +247,41 @@ export class RedisTopics implements TopicBroker {
         // What arrived after the subscription took effect is for the local sockets: start just before it.
         t.last = first !== undefined && first.epoch === epoch ? first.offset - 1 : last
         t.ready = true
-        if (t.refill) this.fill(t)
-        else this.drain(t)
+        if (t.refill) this.#fill(t)
+        else this.#drain(t)
         const joining = t.joining
         t.joining = []
         for (const j of joining) {
-          const r = this.join(t, j.socket, j.since)
+          const r = this.#join(t, j.socket, j.since)
           if (r instanceof Promise) r.then(j.resolve, () => j.resolve({ status: 'cancelled', topic: t.name }))
           else j.resolve(r)
         }
       })
       .catch((err: unknown) => {
         if (t.dead) return
-        this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: subscribing failed; retrying')
-        this.scheduleRetry(t, () => this.firstSync(t))
+        this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: subscribing failed; retrying')
+        this.#scheduleRetry(t, () => this.#firstSync(t))
       })
   }
 
-  private scheduleRetry (t: RedisTopic, again: () => void): void {
+  #scheduleRetry (t: RedisTopic, again: () => void): void {
     if (t.retry !== null) return
     t.retry = setTimeout(() => {
       t.retry = null
-      if (!t.dead && !this.closed) again()
+      if (!t.dead && !this.#closed) again()
     }, RETRY_MS)
     t.retry.unref()
   }
 
   /** A socket joins a topic whose position is known: live at once, or after replaying from `since`. */
-  private join (t: RedisTopic, socket: WebSocket, since: TopicPosition | 'history' | undefined): SubscribeResult | Promise<SubscribeResult> {
+  #join (t: RedisTopic, socket: WebSocket, since: TopicPosition | 'history' | undefined): SubscribeResult | Promise<SubscribeResult> {
     if (since === undefined) {
       t.local.sockets.add(socket)
       return { status: 'live', topic: t.name, epoch: t.epoch, offset: t.last }
     }
     t.local.startCatchUp(socket)
-    if (since === 'history') return this.joinWithHistory(t, socket)
-    return this.recover(t, since.offset).then(({ epoch, last, entries }) => {
+    if (since === 'history') return this.#joinWithHistory(t, socket)
+    return this.#recover(t, since.offset).then(({ epoch, last, entries }) => {
       let reason: TopicGapReason | null = null
       let replay: WireMessage[] = []
       if (since.epoch !== epoch) reason = 'epoch-changed'
@@ -288,43 +291,43 @@ export class RedisTopics implements TopicBroker {
         if (messages === null || messages.length !== last - since.offset || messages[0].offset !== since.offset + 1) reason = 'history-expired'
         else replay = messages
       }
-      const done = t.local.finishCatchUp(socket, this.envelope, replay, reason === null ? since.offset : 0, t.last)
+      const done = t.local.finishCatchUp(socket, this.#envelope, replay, reason === null ? since.offset : 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
       if (reason !== null) return { status: 'gap', topic: t.name, epoch, offset: Math.max(done.last, last), reason } satisfies SubscribeResult
       return { status: 'recovered', topic: t.name, epoch, offset: done.last, replayed: done.replayed } satisfies SubscribeResult
     }, (err: unknown) => {
-      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
-      const done = t.local.finishCatchUp(socket, this.envelope, [], 0, t.last)
+      this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
+      const done = t.local.finishCatchUp(socket, this.#envelope, [], 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name }
       return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
     })
   }
 
   /** Replay the whole history (whatever it still holds), then live. */
-  private joinWithHistory (t: RedisTopic, socket: WebSocket): Promise<SubscribeResult> {
-    return this.recover(t, 'all').then(({ epoch, last, entries }) => {
+  #joinWithHistory (t: RedisTopic, socket: WebSocket): Promise<SubscribeResult> {
+    return this.#recover(t, 'all').then(({ epoch, last, entries }) => {
       const messages = decodeHistory(t.name, epoch, entries) ?? []
-      const done = t.local.finishCatchUp(socket, this.envelope, messages, 0, t.last)
+      const done = t.local.finishCatchUp(socket, this.#envelope, messages, 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
       return { status: 'recovered', topic: t.name, epoch, offset: Math.max(done.last, last), replayed: done.replayed } satisfies SubscribeResult
     }, (err: unknown) => {
-      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
-      const done = t.local.finishCatchUp(socket, this.envelope, [], 0, t.last)
+      this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
+      const done = t.local.finishCatchUp(socket, this.#envelope, [], 0, t.last)
       if (done === null) return { status: 'cancelled', topic: t.name }
       return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
     })
   }
 
-  private async recover (t: RedisTopic, since: number | 'all'): Promise<{ epoch: string, last: number, entries: unknown }> {
-    const reply = await this.recoverScript.run(this.client, t.keys, [since])
+  async #recover (t: RedisTopic, since: number | 'all'): Promise<{ epoch: string, last: number, entries: unknown }> {
+    const reply = await this.#recoverScript.run(this.#client, t.keys, [since])
     if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply to the history script')
     return { epoch: String(reply[0]), last: Number(reply[1]), entries: reply[2] }
   }
 
   // ---- receiving ----
 
-  private readonly onMessage = (channel: Buffer, message: Buffer): void => {
-    const t = this.byChannel.get(channel.toString())
+  readonly #onMessage = (channel: Buffer, message: Buffer): void => {
+    const t = this.#byChannel.get(channel.toString())
     if (t === undefined) return
     const m = decodeLive(t.name, message)
     if (m === null) return
@@ -334,13 +337,13 @@ export class RedisTopics implements TopicBroker {
       t.queue.push(m)
       return
     }
-    this.process(t, m)
+    this.#process(t, m)
   }
 
   /** One message in order: deliver it, drop it as a duplicate, or fill the gap before it from the history. */
-  private process (t: RedisTopic, m: WireMessage): void {
+  #process (t: RedisTopic, m: WireMessage): void {
     if (m.epoch !== t.epoch) {
-      this.gap(t, 'epoch-changed', m.epoch, 0)
+      this.#gap(t, 'epoch-changed', m.epoch, 0)
       t.epoch = m.epoch
       t.last = 0
     }
@@ -348,15 +351,15 @@ export class RedisTopics implements TopicBroker {
     if (m.offset > t.last + 1) {
       t.syncing = true
       t.queue.unshift(m)
-      this.fill(t)
+      this.#fill(t)
       return
     }
     t.last = m.offset
-    t.local.deliver(this.envelope, m, this.exceptOf(m.origin))
+    t.local.deliver(this.#envelope, m, this.#exceptOf(m.origin))
   }
 
   /** Deliver what waited in the queue, in order (a new gap sends the rest back to waiting). */
-  private drain (t: RedisTopic): void {
+  #drain (t: RedisTopic): void {
     t.syncing = false
     const queue = t.queue
     t.queue = []
@@ -365,83 +368,83 @@ export class RedisTopics implements TopicBroker {
         t.queue.push(...queue.slice(i))
         return
       }
-      this.process(t, queue[i])
+      this.#process(t, queue[i])
     }
   }
 
   /** Read what was missed after `t.last` from the history and deliver it, or tell the sockets it is lost. */
-  private fill (t: RedisTopic): void {
+  #fill (t: RedisTopic): void {
     t.syncing = true
-    this.recover(t, t.last).then(({ epoch, last, entries }) => {
+    this.#recover(t, t.last).then(({ epoch, last, entries }) => {
       if (t.dead) return
       if (epoch !== t.epoch) {
         // The topic's state was lost and restarted: what was published in the new epoch may be in the history.
-        this.gap(t, 'epoch-changed', epoch, 0)
+        this.#gap(t, 'epoch-changed', epoch, 0)
         t.epoch = epoch
         t.last = 0
-        this.fill(t)
+        this.#fill(t)
         return
       }
       if (t.refill) {
         t.refill = false
-        this.fill(t)
+        this.#fill(t)
         return
       }
       if (last > t.last) {
         const messages = decodeHistory(t.name, epoch, entries)
         if (messages === null || messages.length !== last - t.last || messages[0].offset !== t.last + 1) {
-          this.gap(t, 'history-expired', epoch, last)
+          this.#gap(t, 'history-expired', epoch, last)
           t.last = last
         } else {
           for (const m of messages) {
             t.last = m.offset
-            t.local.deliver(this.envelope, m, this.exceptOf(m.origin))
+            t.local.deliver(this.#envelope, m, this.#exceptOf(m.origin))
           }
         }
       }
-      this.drain(t)
+      this.#drain(t)
     }, (err: unknown) => {
       if (t.dead) return
-      this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading missed messages failed; retrying')
-      this.scheduleRetry(t, () => this.fill(t))
+      this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading missed messages failed; retrying')
+      this.#scheduleRetry(t, () => this.#fill(t))
     })
   }
 
   /** Tell every live socket of the topic that messages may be lost; delivery goes on after `offset`. */
-  private gap (t: RedisTopic, reason: TopicGapReason, epoch: string, offset: number): void {
+  #gap (t: RedisTopic, reason: TopicGapReason, epoch: string, offset: number): void {
     if (t.epoch === '' && reason === 'epoch-changed') return // nothing was ever delivered: nothing can be missing
     for (const socket of t.local.sockets) emitTopicGap(socket, { topic: t.name, reason, epoch, offset })
   }
 
   // ---- the subscriber connection ----
 
-  private readonly onSubClose = (): void => {
-    if (this.closed || this.subDown) return
-    this.subDown = true
-    this.log.warn({ instance: this.instance }, 'WebSocket Redis broker: lost the subscriber connection; reconnecting')
+  readonly #onSubClose = (): void => {
+    if (this.#closed || this.#subDown) return
+    this.#subDown = true
+    this.#log.warn({ instance: this.instance }, 'WebSocket Redis broker: lost the subscriber connection; reconnecting')
   }
 
-  private readonly onSubError = (err: Error): void => {
+  readonly #onSubError = (err: Error): void => {
     // ioredis reports every failed reconnection attempt: one line per outage is enough (onSubClose).
-    if (!this.subDown) this.log.warn({ err }, 'WebSocket Redis broker: subscriber connection error')
+    if (!this.#subDown) this.#log.warn({ err }, 'WebSocket Redis broker: subscriber connection error')
   }
 
   /** Back after an outage: subscribe again, then read what was missed meanwhile, topic by topic. */
-  private readonly onSubReady = (): void => {
-    if (!this.subDown || this.closed) return
-    this.subDown = false
-    this.log.info({ instance: this.instance, topics: this.topics.size }, 'WebSocket Redis broker: reconnected; resubscribing')
-    for (const t of this.topics.values()) {
-      this.redisSubscribe(t.channel).then(() => {
+  readonly #onSubReady = (): void => {
+    if (!this.#subDown || this.#closed) return
+    this.#subDown = false
+    this.#log.info({ instance: this.instance, topics: this.#topics.size }, 'WebSocket Redis broker: reconnected; resubscribing')
+    for (const t of this.#topics.values()) {
+      this.#redisSubscribe(t.channel).then(() => {
         if (t.dead) return
         // A read in flight (first sync or gap fill) may predate this subscription: it reads again when it ends.
         if (!t.ready || t.syncing) t.refill = true
-        else this.fill(t)
+        else this.#fill(t)
       }, (err: unknown) => {
-        this.log.warn({ err, topic: t.name }, 'WebSocket Redis broker: resubscribing failed')
+        this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: resubscribing failed')
       })
     }
-    this.markAllDirty()
+    this.#markAllDirty()
   }
 
   // ---- publishing ----
@@ -452,26 +455,52 @@ export class RedisTopics implements TopicBroker {
    * sent, a publish Redis does not confirm in time is rejected with FST_WS_BROKER_TIMEOUT (outcome unknown).
    */
   publish (topic: string, data: Buffer, binary: boolean, except: WebSocket | undefined): Promise<PublishResult> {
-    if (this.closed) return Promise.reject(new FST_WS_BROKER_UNAVAILABLE('the broker is closed'))
-    const origin = except !== undefined && except.topics.has(topic) ? `${this.instance}:${this.exceptNumber(except)}` : ''
+    if (this.#closed) return Promise.reject(new FST_WS_BROKER_UNAVAILABLE('the broker is closed'))
+    const origin = except !== undefined && except.topics.has(topic) ? `${this.instance}:${this.#exceptNumber(except)}` : ''
     return new Promise<PublishResult>((resolve, reject) => {
-      const entry: Inflight = { deadline: Date.now() + this.publishTimeout, reject, settled: false, send: null }
-      this.track(entry)
-      const send = (): void => { this.send(entry, topic, data, binary, origin, resolve) }
-      if (this.client.status === 'ready' && this.waiting === 0) {
+      const entry: Inflight = { deadline: Date.now() + this.#publishTimeout, reject, settled: false, send: null }
+      this.#track(entry)
+      const send = (): void => { this.#send(entry, topic, data, binary, origin, resolve) }
+      if (this.#scriptsLoaded && this.#client.status === 'ready' && this.#waiting === 0) {
         send()
       } else {
         entry.send = send
-        this.waiting++
+        this.#waiting++
       }
     })
   }
 
-  /** The client is ready again: send what waited, in the order it was published. */
-  private readonly onClientReady = (): void => {
-    if (this.waiting === 0) return
-    this.waiting = 0
-    for (const e of this.inflight) {
+  /**
+   * The client is ready (first connection, or back after an outage): load the publish script, then send what
+   * waited, in the order it was published. Loading it first keeps one instance's publishes in order: with the
+   * script unknown to Redis (a restarted Redis forgets them), EVALSHAs sent back to back would fail with NOSCRIPT
+   * and be re-sent as EVAL, while later ones, reaching Redis after another instance loaded it, would not: seen
+   * as one instance's messages reordered, under load.
+   */
+  readonly #onClientReady = (): void => {
+    this.#scriptsLoaded = false
+    this.#loadScripts().then(() => {
+      this.#scriptsLoaded = true
+      this.#sendWaiting()
+    }, (err: unknown) => {
+      // Sent anyway: a NOSCRIPT answer is handled per command (Script.run), at the price of that ordering.
+      this.#log.warn({ err }, 'WebSocket Redis broker: loading its scripts failed')
+      this.#scriptsLoaded = true
+      this.#sendWaiting()
+    })
+  }
+
+  async #loadScripts (): Promise<void> {
+    const nodes = this.#client.isCluster
+      ? (this.#client as unknown as { nodes (role: string): RedisClient[] }).nodes('master')
+      : [this.#client]
+    await Promise.all(nodes.map((node) => node.callBuffer('SCRIPT', 'LOAD', this.#publishScript.source)))
+  }
+
+  #sendWaiting (): void {
+    if (this.#waiting === 0) return
+    this.#waiting = 0
+    for (const e of this.#inflight) {
       const send = e.send
       if (send === null) continue
       e.send = null
@@ -479,12 +508,12 @@ export class RedisTopics implements TopicBroker {
     }
   }
 
-  private send (entry: Inflight, topic: string, data: Buffer, binary: boolean, origin: string, resolve: (r: PublishResult) => void): void {
-    const base = this.base(topic)
+  #send (entry: Inflight, topic: string, data: Buffer, binary: boolean, origin: string, resolve: (r: PublishResult) => void): void {
+    const base = this.#base(topic)
     const reject = entry.reject
-    this.publishScript.run(this.client, [base + ':m', base + ':h'], [
+    this.#publishScript.run(this.#client, [base + ':m', base + ':h'], [
       base, data, binary ? '1' : '0', origin, randomBytes(6).toString('hex'),
-      this.limits.size, this.limits.ttl, this.epochTtl, this.sharded ? '1' : '0'
+      this.#limits.size, this.#limits.ttl, this.#epochTtl, this.#sharded ? '1' : '0'
     ]).then((reply) => {
       if (entry.settled) return
       entry.settled = true
@@ -500,65 +529,65 @@ export class RedisTopics implements TopicBroker {
     })
   }
 
-  private track (entry: Inflight): void {
-    this.inflight.push(entry)
-    if (this.inflightTimer === null) {
-      this.inflightTimer = setInterval(this.expireInflight, Math.max(10, Math.floor(this.publishTimeout / 4)))
-      this.inflightTimer.unref()
+  #track (entry: Inflight): void {
+    this.#inflight.push(entry)
+    if (this.#inflightTimer === null) {
+      this.#inflightTimer = setInterval(this.#expireInflight, Math.max(10, Math.floor(this.#publishTimeout / 4)))
+      this.#inflightTimer.unref()
     }
   }
 
   /** Reject the publishes past their deadline: the oldest are first, so it stops at the first one still in time. */
-  private readonly expireInflight = (): void => {
+  readonly #expireInflight = (): void => {
     const now = Date.now()
     let i = 0
-    for (; i < this.inflight.length; i++) {
-      const e = this.inflight[i]
+    for (; i < this.#inflight.length; i++) {
+      const e = this.#inflight[i]
       if (e.settled) continue
       if (e.deadline > now) break
       e.settled = true
       if (e.send !== null) {
         e.send = null
-        this.waiting--
-        e.reject(new FST_WS_BROKER_UNAVAILABLE(`Redis was not reachable within ${this.publishTimeout} ms: not published`))
+        this.#waiting--
+        e.reject(new FST_WS_BROKER_UNAVAILABLE(`Redis was not reachable within ${this.#publishTimeout} ms: not published`))
       } else {
-        e.reject(new FST_WS_BROKER_TIMEOUT(this.publishTimeout))
+        e.reject(new FST_WS_BROKER_TIMEOUT(this.#publishTimeout))
       }
     }
-    if (i > 0) this.inflight = this.inflight.slice(i)
-    if (this.inflight.length === 0 && this.inflightTimer !== null) {
-      clearInterval(this.inflightTimer)
-      this.inflightTimer = null
+    if (i > 0) this.#inflight = this.#inflight.slice(i)
+    if (this.#inflight.length === 0 && this.#inflightTimer !== null) {
+      clearInterval(this.#inflightTimer)
+      this.#inflightTimer = null
     }
   }
 
-  private exceptNumber (socket: WebSocket): number {
-    let n = this.exceptNumbers.get(socket)
+  #exceptNumber (socket: WebSocket): number {
+    let n = this.#exceptNumbers.get(socket)
     if (n === undefined) {
-      n = this.nextNumber++
-      this.exceptNumbers.set(socket, n)
-      this.exceptSockets.set(n, socket)
+      n = this.#nextNumber++
+      this.#exceptNumbers.set(socket, n)
+      this.#exceptSockets.set(n, socket)
     }
     return n
   }
 
-  private forgetExcept (socket: WebSocket): void {
-    const n = this.exceptNumbers.get(socket)
-    if (n !== undefined) this.exceptSockets.delete(n)
+  #forgetExcept (socket: WebSocket): void {
+    const n = this.#exceptNumbers.get(socket)
+    if (n !== undefined) this.#exceptSockets.delete(n)
   }
 
-  private exceptOf (origin: string): WebSocket | undefined {
+  #exceptOf (origin: string): WebSocket | undefined {
     if (origin.length === 0 || !origin.startsWith(this.instance)) return undefined
-    return this.exceptSockets.get(Number(origin.slice(this.instance.length + 1)))
+    return this.#exceptSockets.get(Number(origin.slice(this.instance.length + 1)))
   }
 
   // ---- counts ----
 
   async subscriberCounts (topic: string): Promise<SubscriberCounts> {
-    if (this.client.status !== 'ready') throw new FST_WS_BROKER_UNAVAILABLE(`the Redis client is ${this.client.status}`)
-    const t = this.topics.get(topic)
-    if (t !== undefined && this.dirty.has(t)) await this.flushPresence()
-    const reply = await this.presenceScript.run(this.client, [this.base(topic) + ':p'], [this.instance, -1, this.presenceTtl])
+    if (this.#client.status !== 'ready') throw new FST_WS_BROKER_UNAVAILABLE(`the Redis client is ${this.#client.status}`)
+    const t = this.#topics.get(topic)
+    if (t !== undefined && this.#dirty.has(t)) await this.#flushPresence()
+    const reply = await this.#presenceScript.run(this.#client, [this.#base(topic) + ':p'], [this.instance, -1, this.#presenceTtl])
     const instances: Record<string, number> = {}
     let total = 0
     if (Array.isArray(reply)) {
@@ -571,78 +600,78 @@ export class RedisTopics implements TopicBroker {
     return { total, instances }
   }
 
-  private markDirty (t: RedisTopic): void {
-    this.dirty.add(t)
-    if (this.flushScheduled) return
-    this.flushScheduled = true
-    setImmediate(() => { this.flushPresence().catch(() => {}) })
+  #markDirty (t: RedisTopic): void {
+    this.#dirty.add(t)
+    if (this.#flushScheduled) return
+    this.#flushScheduled = true
+    setImmediate(() => { this.#flushPresence().catch(() => {}) })
   }
 
-  private markAllDirty (): void {
-    for (const t of this.topics.values()) this.dirty.add(t)
-    if (this.dirty.size > 0) this.flushPresence().catch(() => {})
+  #markAllDirty (): void {
+    for (const t of this.#topics.values()) this.#dirty.add(t)
+    if (this.#dirty.size > 0) this.#flushPresence().catch(() => {})
   }
 
   /** Write this instance's count of every changed topic (one script call each, sent together). */
-  private async flushPresence (): Promise<void> {
-    this.flushScheduled = false
-    if (this.dirty.size === 0) return
-    const topics = [...this.dirty]
-    this.dirty.clear()
+  async #flushPresence (): Promise<void> {
+    this.#flushScheduled = false
+    if (this.#dirty.size === 0) return
+    const topics = [...this.#dirty]
+    this.#dirty.clear()
     await Promise.all(topics.map(async (t) => {
       const n = t.dead ? 0 : t.local.size + t.joining.length
       try {
-        await this.presenceScript.run(this.client, [t.presenceKey], [this.instance, n, this.presenceTtl])
+        await this.#presenceScript.run(this.#client, [t.presenceKey], [this.instance, n, this.#presenceTtl])
       } catch {
         // Written again by the next refresh, or after the reconnection.
-        if (!t.dead) this.dirty.add(t)
+        if (!t.dead) this.#dirty.add(t)
       }
     }))
   }
 
   /** Keep this instance's counts alive while it lives. */
-  private readonly refreshPresence = (): void => {
-    if (this.closed || this.client.status !== 'ready') return
-    for (const t of this.topics.values()) this.dirty.add(t)
-    this.flushPresence().catch(() => {})
+  readonly #refreshPresence = (): void => {
+    if (this.#closed || this.#client.status !== 'ready') return
+    for (const t of this.#topics.values()) this.#dirty.add(t)
+    this.#flushPresence().catch(() => {})
   }
 
   // ---- shutdown ----
 
   /** Stop timers, remove this instance's counts, close the subscriber connection. The app's client stays open. */
   async close (): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    if (this.presenceTimer !== null) clearInterval(this.presenceTimer)
-    if (this.inflightTimer !== null) clearInterval(this.inflightTimer)
-    for (const e of this.inflight) {
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#presenceTimer !== null) clearInterval(this.#presenceTimer)
+    if (this.#inflightTimer !== null) clearInterval(this.#inflightTimer)
+    for (const e of this.#inflight) {
       if (!e.settled) {
         e.settled = true
         e.reject(new FST_WS_BROKER_UNAVAILABLE('the broker closed'))
       }
     }
-    this.inflight = []
-    const topics = [...this.topics.values()]
+    this.#inflight = []
+    const topics = [...this.#topics.values()]
     for (const t of topics) {
       t.dead = true
       if (t.retry !== null) clearTimeout(t.retry)
       for (const j of t.joining) j.resolve({ status: 'cancelled', topic: t.name })
       t.joining = []
     }
-    this.topics.clear()
-    this.byChannel.clear()
+    this.#topics.clear()
+    this.#byChannel.clear()
     // This instance's counts go now, not after presenceTtl: the topics it still held, and those it left just before.
-    for (const t of topics) this.dirty.add(t)
-    if (this.client.status === 'ready') await this.flushPresence()
-    this.sub.removeListener('messageBuffer', this.onMessage)
-    this.sub.removeListener('smessageBuffer', this.onMessage)
-    this.sub.removeListener('ready', this.onSubReady)
-    this.sub.removeListener('close', this.onSubClose)
-    asEmitter(this.client).removeListener('ready', this.onClientReady)
+    for (const t of topics) this.#dirty.add(t)
+    if (this.#client.status === 'ready') await this.#flushPresence()
+    this.#sub.removeListener('messageBuffer', this.#onMessage)
+    this.#sub.removeListener('smessageBuffer', this.#onMessage)
+    this.#sub.removeListener('ready', this.#onSubReady)
+    this.#sub.removeListener('close', this.#onSubClose)
+    asEmitter(this.#client).removeListener('ready', this.#onClientReady)
     try {
-      await this.sub.quit()
+      await this.#sub.quit()
     } catch {
-      this.sub.disconnect()
+      this.#sub.disconnect()
     }
   }
 }
