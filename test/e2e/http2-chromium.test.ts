@@ -28,13 +28,13 @@ window.result = (async () => {
     const ws = new WebSocket('wss://' + location.host + '/ws?n=' + i, ['echo.v1'])
     ws.binaryType = 'arraybuffer'
     const got = []
-    ws.onopen = () => { for (let m = 0; m < ${MESSAGES}; m++) ws.send('socket ' + i + ' message ' + m); ws.send(new Uint8Array([i, 1, 2, 3])) }
+    ws.onopen = () => { for (let m = 0; m < ${MESSAGES}; m++) ws.send('socket ' + i + ' message ' + m); ws.send(new Uint8Array([i, 1, 2, 3])); ws.send('z'.repeat(4096) + i) }
     ws.onmessage = (e) => {
       got.push(typeof e.data === 'string' ? e.data : 'binary:' + Array.from(new Uint8Array(e.data)).join(','))
-      if (got.length === ${MESSAGES + 1}) ws.close(1000, 'done ' + i)
+      if (got.length === ${MESSAGES + 2}) ws.close(1000, 'done ' + i)
     }
     ws.onerror = () => reject(new Error('socket ' + i + ' failed'))
-    ws.onclose = (e) => resolve({ i, protocol: ws.protocol, got, code: e.code, wasClean: e.wasClean })
+    ws.onclose = (e) => resolve({ i, protocol: ws.protocol, extensions: ws.extensions, got, code: e.code, wasClean: e.wasClean })
   })
   const results = []
   for (let i = 0; i < ${SOCKETS}; i++) results.push(open(i))
@@ -42,7 +42,7 @@ window.result = (async () => {
 })()
 </script>`
 
-interface Seen { httpVersion: string, protocolHeader: unknown, streamId: number | undefined, session: unknown, messages: string[], close: [number, string] | null }
+interface Seen { httpVersion: string, protocolHeader: unknown, streamId: number | undefined, session: unknown, extensions: string, messages: string[], close: [number, string] | null }
 
 t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app', async (t) => {
   if (!existsSync(CHROMIUM)) {
@@ -50,7 +50,8 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
     return
   }
   const { key, cert } = selfSignedCert()
-  const { app, logs } = await buildApp({}, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
+  // permessage-deflate on: the 4 KiB message of each socket is compressed both ways (the threshold is 1 KiB).
+  const { app, logs } = await buildApp({ perMessageDeflate: true }, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
   app.get('/blank', (_request, reply) => reply.type('text/html; charset=utf-8').send('<!doctype html><title>other origin</title>'))
   const pages: Array<{ httpVersion: string, session: unknown }> = []
   const seen: Seen[] = []
@@ -65,6 +66,7 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
       httpVersion: raw.httpVersion,
       protocolHeader: raw.headers[':protocol'],
       streamId: raw.stream?.id,
+      extensions: socket.extensions,
       session: raw.stream?.session,
       messages: [],
       close: null
@@ -84,14 +86,15 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
   const page = await browser.newPage()
   page.setDefaultTimeout(15_000)
   await page.goto(`https://127.0.0.1:${port}/`)
-  const results = await within(page.evaluate('window.result') as Promise<Array<{ i: number, protocol: string, got: string[], code: number, wasClean: boolean }>>, 15_000, 'page result')
+  const results = await within(page.evaluate('window.result') as Promise<Array<{ i: number, protocol: string, extensions: string, got: string[], code: number, wasClean: boolean }>>, 15_000, 'page result')
 
   t.equal(pages.length >= 1 && pages[0]!.httpVersion, '2.0', 'the page was served over HTTP/2')
   t.equal(results.length, SOCKETS)
   for (const r of results) {
-    const expected = [...Array.from({ length: MESSAGES }, (_, m) => `socket ${r.i} message ${m}`), `binary:${r.i},1,2,3`]
+    const expected = [...Array.from({ length: MESSAGES }, (_, m) => `socket ${r.i} message ${m}`), `binary:${r.i},1,2,3`, 'z'.repeat(4096) + r.i]
     t.same(r.got, expected, `socket ${r.i}: every echo, in order`)
     t.equal(r.protocol, 'echo.v1', `socket ${r.i}: subprotocol`)
+    t.match(r.extensions, /^permessage-deflate/, `socket ${r.i}: the browser sees permessage-deflate`)
     t.equal(r.code, 1000, `socket ${r.i}: closed with 1000`)
     t.equal(r.wasClean, true, `socket ${r.i}: a clean close`)
   }
@@ -99,7 +102,8 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
   for (const s of seen) {
     t.equal(s.httpVersion, '2.0', `stream ${s.streamId}: HTTP/2`)
     t.equal(s.protocolHeader, 'websocket', `stream ${s.streamId}: :protocol websocket`)
-    t.equal(s.messages.length, MESSAGES + 1, `stream ${s.streamId}: the server received every message`)
+    t.equal(s.messages.length, MESSAGES + 2, `stream ${s.streamId}: the server received every message`)
+    t.match(s.extensions, /^permessage-deflate/, `stream ${s.streamId}: permessage-deflate negotiated over HTTP/2`)
     t.match(s.close, [1000, /^done \d$/], `stream ${s.streamId}: the browser's Close`)
   }
   t.equal(new Set(seen.map((s) => s.streamId)).size, SOCKETS, 'one stream per WebSocket')
