@@ -88,6 +88,7 @@ export class Client {
     })
     const deadline = Date.now() + 5000
     while (c.subscribed === null) {
+      if (c.closed) throw new Error('closed before its subscription was live')
       if (Date.now() > deadline) throw new Error('no subscribe result within 5 s')
       await new Promise((resolve) => setTimeout(resolve, 5))
     }

@@ -668,10 +668,16 @@ export class RedisTopics implements TopicBroker {
     this.#sub.removeListener('ready', this.#onSubReady)
     this.#sub.removeListener('close', this.#onSubClose)
     asEmitter(this.#client).removeListener('ready', this.#onClientReady)
-    try {
-      await this.#sub.quit()
-    } catch {
+    // QUIT waits for Redis: not when it is unreachable (the subscriber's commands wait for it forever), nor long.
+    if (this.#sub.status !== 'ready') {
       this.#sub.disconnect()
+      return
     }
+    let timer: NodeJS.Timeout | undefined
+    const quit = this.#sub.quit().catch(() => {})
+    const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })
+    await Promise.race([quit, late])
+    clearTimeout(timer)
+    this.#sub.disconnect()
   }
 }
