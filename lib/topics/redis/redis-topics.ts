@@ -50,6 +50,9 @@ export interface RedisTopicsOptions {
 
 const SILENT_LOG: BrokerContext['log'] = { warn () {}, error () {}, info () {} }
 const RETRY_MS = 1000
+/** Live messages a topic holds while it reads missed ones from the history: past either bound they are dropped and read back. */
+const MAX_QUEUED = 10_000
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024
 
 interface Joining {
   socket: WebSocket
@@ -70,6 +73,7 @@ class RedisTopic {
   /** A history read is in flight (first sync, a gap, a reconnection): live messages wait in `queue`. */
   syncing = true
   queue: WireMessage[] = []
+  queuedBytes = 0
   /** Sockets waiting for the first sync. */
   joining: Joining[] = []
   /** Removed (no local subscriber left): late replies are ignored. */
@@ -332,9 +336,17 @@ export class RedisTopics implements TopicBroker {
     const m = decodeLive(t.name, message)
     if (m === null) return
     if (t.syncing) {
+      if (t.queue.length >= MAX_QUEUED || t.queuedBytes >= MAX_QUEUED_BYTES) {
+        // The history read is slow (or failing) while messages keep coming: drop what waits and read it back
+        // from the history once the read is done (a gap is signalled only if the history no longer has it).
+        t.queue = []
+        t.queuedBytes = 0
+        t.refill = true
+      }
       // Held until the history read finishes: copied, so that it does not pin the client's read buffer.
       m.data = Buffer.from(m.data)
       t.queue.push(m)
+      t.queuedBytes += m.data.length
       return
     }
     this.#process(t, m)
@@ -350,7 +362,9 @@ export class RedisTopics implements TopicBroker {
     if (m.offset <= t.last) return
     if (m.offset > t.last + 1) {
       t.syncing = true
+      if (m.data.buffer.byteLength > m.data.length * 2) m.data = Buffer.from(m.data) // see onMessage
       t.queue.unshift(m)
+      t.queuedBytes += m.data.length
       this.#fill(t)
       return
     }
@@ -363,9 +377,13 @@ export class RedisTopics implements TopicBroker {
     t.syncing = false
     const queue = t.queue
     t.queue = []
+    t.queuedBytes = 0
     for (let i = 0; i < queue.length; i++) {
       if (t.syncing) {
-        t.queue.push(...queue.slice(i))
+        for (let k = i; k < queue.length; k++) {
+          t.queue.push(queue[k])
+          t.queuedBytes += queue[k].data.length
+        }
         return
       }
       this.#process(t, queue[i])
@@ -385,11 +403,6 @@ export class RedisTopics implements TopicBroker {
         this.#fill(t)
         return
       }
-      if (t.refill) {
-        t.refill = false
-        this.#fill(t)
-        return
-      }
       if (last > t.last) {
         const messages = decodeHistory(t.name, epoch, entries)
         if (messages === null || messages.length !== last - t.last || messages[0].offset !== t.last + 1) {
@@ -401,6 +414,12 @@ export class RedisTopics implements TopicBroker {
             t.local.deliver(this.#envelope, m, this.#exceptOf(m.origin))
           }
         }
+      }
+      if (t.refill) {
+        // The read may predate a resubscription, or live messages were dropped from a full queue: read on.
+        t.refill = false
+        this.#fill(t)
+        return
       }
       this.#drain(t)
     }, (err: unknown) => {
