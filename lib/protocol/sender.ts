@@ -17,6 +17,20 @@ const COPY_THRESHOLD = 16 * 1024
 /** Most bytes of small frames joined into one write: a socket read's worth, so a reader can pause between them. */
 const MAX_SMALL_BATCH = 64 * 1024
 
+/**
+ * Small unmasked text frames (the server's replies) are encoded straight into a slab shared by every socket,
+ * instead of a buffer each: a socket's frames of one tick are usually next to each other there, so they leave as
+ * one slice of the slab, without being allocated one by one nor joined. A new slab is taken when one is full;
+ * an old one lives as long as a write still holds a slice of it (Node's own Buffer pool works the same way).
+ */
+const SLAB_SIZE = 32 * 1024
+/** Texts up to this many UTF-16 units go into the slab: at most 3 bytes each, plus a 4-byte header, is 4 KiB. */
+const SLAB_MAX_TEXT = 1364
+let slab: Buffer | null = null
+let slabUsed = 0
+/** `Sender.small` while the tick's frames are only an open slice of the slab (never pushed into). */
+const NO_PIECES: Buffer[] = []
+
 /** Called once a frame has been handed to the operating system, or with the reason it never will be. */
 export type WriteCallback = (err?: Error | null) => void
 
@@ -153,6 +167,10 @@ export class Sender {
   private small: Buffer[] | null = null
   private smallBytes = 0
   private smallCbs: WriteCallback[] | null = null
+  /** The slab this tick's latest text frames were encoded into, and where they are: `[openStart, openEnd)`. */
+  private openSlab: Buffer | null = null
+  private openStart = 0
+  private openEnd = 0
   /** Bound once, and only on sockets that negotiated compression. */
   private readonly onCompressed: ((err: Error | null, data: Buffer | null) => void) | null
   /** Told when compression fails: the connection must fail. */
@@ -185,9 +203,14 @@ export class Sender {
   private pushSmall (out: Buffer, cb: WriteCallback | undefined): boolean {
     this.batch()
     if (this.small !== null && this.smallBytes + out.length > MAX_SMALL_BATCH) this.flushSmall()
-    if (this.small === null) this.small = [out]
+    if (this.openSlab !== null) this.closeSlice()
+    if (this.small === null || this.small === NO_PIECES) this.small = [out]
     else this.small.push(out)
     this.smallBytes += out.length
+    return this.afterSmall(cb)
+  }
+
+  private afterSmall (cb: WriteCallback | undefined): boolean {
     if (cb !== undefined) {
       if (this.smallCbs === null) this.smallCbs = [cb]
       else this.smallCbs.push(cb)
@@ -195,15 +218,73 @@ export class Sender {
     return this.socket.writableLength + this.smallBytes < this.socket.writableHighWaterMark
   }
 
+  /**
+   * Encode a small text frame (unmasked: the server's) into the slab, next to this tick's previous ones when they
+   * are the slab's last bytes, and keep it for this tick's single write. No byteLength pass: the header's size
+   * follows from the text's length, except for 42-125 units of text that encode to 126 bytes or more (then the
+   * payload moves 2 bytes up).
+   */
+  private pushSmallText (text: string, cb: WriteCallback | undefined): boolean {
+    this.batch()
+    let buf = slab
+    if (buf === null || SLAB_SIZE - slabUsed < text.length * 3 + 4) {
+      buf = slab = Buffer.allocUnsafe(SLAB_SIZE)
+      slabUsed = 0
+    }
+    const start = slabUsed
+    let hl = text.length < 126 ? 2 : 4
+    const length = buf.write(text, start + hl)
+    if (hl === 2 && length > 125) {
+      buf.copyWithin(start + 4, start + 2, start + 2 + length)
+      hl = 4
+    }
+    buf[start] = 0x80 | OPCODE_TEXT
+    if (hl === 2) {
+      buf[start + 1] = length
+    } else {
+      buf[start + 1] = 126
+      buf[start + 2] = length >>> 8
+      buf[start + 3] = length & 0xff
+    }
+    const end = start + hl + length
+    slabUsed = end
+    // (The open slice ends before this frame: flushing writes what came before it.)
+    if (this.small !== null && this.smallBytes + (end - start) > MAX_SMALL_BATCH) this.flushSmall()
+    if (this.openSlab === buf && this.openEnd === start) {
+      this.openEnd = end
+    } else {
+      if (this.openSlab !== null) this.closeSlice()
+      if (this.small === null) this.small = NO_PIECES
+      this.openSlab = buf
+      this.openStart = start
+      this.openEnd = end
+    }
+    this.smallBytes += end - start
+    return this.afterSmall(cb)
+  }
+
+  /** The open slice of the slab becomes one of this tick's pieces (another socket wrote after it, or a frame of another kind follows). */
+  private closeSlice (): void {
+    const piece = this.openSlab!.subarray(this.openStart, this.openEnd)
+    this.openSlab = null
+    if (this.small === null || this.small === NO_PIECES) this.small = [piece]
+    else this.small.push(piece)
+  }
+
   /** Write this tick's small frames now, as one buffer (before anything written otherwise, to keep order). */
   private flushSmall (): void {
+    if (this.openSlab !== null) this.closeSlice()
     const small = this.small!
     const cbs = this.smallCbs
     const bytes = this.smallBytes
     this.small = null
     this.smallCbs = null
     this.smallBytes = 0
-    const data = small.length === 1 ? small[0]! : Buffer.concat(small, bytes)
+    // A slice of the slab that would wait in the stream behind earlier writes is copied out, so that a slow
+    // socket does not keep a whole slab alive.
+    const data = small.length === 1
+      ? (this.socket.writableLength > 0 && small[0]!.buffer.byteLength === SLAB_SIZE ? Buffer.from(small[0]!) : small[0]!)
+      : Buffer.concat(small, bytes)
     if (cbs === null) this.socket.write(data)
     else if (cbs.length === 1) this.socket.write(data, cbs[0])
     else this.socket.write(data, (err) => { for (let i = 0; i < cbs.length; i++) cbs[i]!(err) })
@@ -235,6 +316,7 @@ export class Sender {
     if (this.compressing || (deflate !== null && text.length * 3 >= deflate.threshold)) {
       return this.sendMessage(OPCODE_TEXT, Buffer.from(text), cb)
     }
+    if (!this.masked && text.length <= SLAB_MAX_TEXT) return this.pushSmallText(text, guarded(this, cb))
     const length = Buffer.byteLength(text)
     const hl = headerLength(length, this.masked)
     const mask = this.masked ? nextMask() : null

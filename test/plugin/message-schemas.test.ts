@@ -4,13 +4,15 @@
  * left out), refusals with the RFC's close codes or kept open with the errors, and the three usual providers:
  * plain JSON Schema (ajv), TypeBox, Zod.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { connect } from 'node:net'
+import { once } from 'node:events'
 import Fastify from 'fastify'
 import { Type } from 'typebox'
 import { z } from 'zod'
 import { serializerCompiler as zodSerializer, validatorCompiler as zodValidator } from 'fastify-type-provider-zod'
 import websocket, { type WebSocket } from '../../lib/index.js'
-import { buildApp, listen, RawWs, frame, waitFor } from '../helpers/index.js'
+import { buildApp, listen, RawWs, frame, waitFor, handshake } from '../helpers/index.js'
 
 const ChatIn = {
   oneOf: [
@@ -229,4 +231,95 @@ t.test("the instance's ajv options apply to message schemas even when no route h
       : await ws.closed().then(() => ws.closeCode)
     t.equal(outcome, expected, `coerceTypes ${String(coerceTypes)}: a number where a string is expected is ${String(expected)}`)
   }
+})
+
+/**
+ * The raw bytes of the frames a server sends: header and payload of each, from a plain TCP client. A frame must
+ * be final, unmasked, and use the shortest length encoding (RFC 6455 §5.2).
+ */
+async function rawClient (t: Test, port: number, path: string): Promise<{ frames: Array<{ opcode: number, payload: Buffer }>, bad: string[] }> {
+  const socket = connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  const frames: Array<{ opcode: number, payload: Buffer }> = []
+  const bad: string[] = []
+  let buf = Buffer.alloc(0)
+  let upgraded = false
+  socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk])
+    if (!upgraded) {
+      const end = buf.indexOf('\r\n\r\n')
+      if (end === -1) return
+      upgraded = true
+      buf = buf.subarray(end + 4)
+    }
+    for (;;) {
+      if (buf.length < 2) return
+      let length = buf[1]! & 0x7f
+      let p = 2
+      if (length === 126) {
+        if (buf.length < 4) return
+        length = buf.readUInt16BE(2)
+        p = 4
+        if (length < 126) bad.push(`a ${length}-byte payload with a 16-bit length`)
+      } else if (length === 127) {
+        if (buf.length < 10) return
+        length = Number(buf.readBigUInt64BE(2))
+        p = 10
+        if (length < 65536) bad.push(`a ${length}-byte payload with a 64-bit length`)
+      }
+      if (buf.length < p + length) return
+      if ((buf[0]! & 0xf0) !== 0x80) bad.push(`first byte 0x${buf[0]!.toString(16)}`)
+      if ((buf[1]! & 0x80) !== 0) bad.push('a masked frame')
+      frames.push({ opcode: buf[0]! & 0x0f, payload: Buffer.from(buf.subarray(p, p + length)) })
+      buf = buf.subarray(p + length)
+    }
+  })
+  await once(socket, 'connect')
+  socket.write(handshake(path, port))
+  await waitFor(() => upgraded, 2000, 'the 101')
+  socket.write(frame(0x1, '"go"'))
+  return { frames, bad }
+}
+
+t.test('sendMessage frames: exact bytes for every header size, many in one tick, mixed with other frames and other sockets', async (t) => {
+  const { app } = await buildApp({})
+  t.teardown(() => app.close())
+  // JSON text of 2 to 20,002 bytes: around the 125/126 header boundary in ASCII and in multi-byte UTF-8 (45 euro signs
+  // are 47 units of JSON but 137 bytes), up to and past the largest text the sender encodes into its shared slab.
+  const texts = ['', 'x'.repeat(121), 'x'.repeat(123), 'x'.repeat(124), '€'.repeat(41), '€'.repeat(45), 'é'.repeat(1362),
+    '€'.repeat(1362), 'y'.repeat(1363), 'z'.repeat(20000)]
+  // Enough in one tick to pass the 64 KiB batch and several 32 KiB slabs.
+  const many = Array.from({ length: 1500 }, (_, i) => `${i}:${'m'.repeat(96)}`)
+  const sockets: Array<WebSocket<string, unknown>> = []
+  let callbacks = 0
+  app.get('/frames', { websocket: { messages: { receive: { type: 'string' } } } }, (socket) => {
+    sockets.push(socket)
+    socket.on('message', () => {
+      if (sockets.length < 2 || socket !== sockets[1]) return
+      const [a, b] = sockets as [WebSocket<string, unknown>, WebSocket<string, unknown>]
+      // All in one tick: texts, a binary frame between them, then the two sockets' texts interleaved.
+      for (const text of texts) a.sendMessage(text, () => { callbacks++ })
+      a.send(Buffer.from([1, 2, 3]), () => { callbacks++ })
+      a.sendMessage('after binary', () => { callbacks++ })
+      for (const text of many) {
+        a.sendMessage(text, () => { callbacks++ })
+        b.sendMessage(text, () => { callbacks++ })
+      }
+    })
+  })
+  const port = await listen(app)
+  const first = await rawClient(t, port, '/frames')
+  await waitFor(() => sockets.length === 1, 2000, 'the first socket')
+  const second = await rawClient(t, port, '/frames')
+  const expectedA = [...texts.map((s) => JSON.stringify(s)), Buffer.from([1, 2, 3]), '"after binary"', ...many.map((s) => JSON.stringify(s))]
+  const expectedB = many.map((s) => JSON.stringify(s))
+  await waitFor(() => first.frames.length === expectedA.length && second.frames.length === expectedB.length, 5000, 'every frame')
+  t.same(first.bad, [], 'first socket: every frame final, unmasked, with the shortest length')
+  t.same(second.bad, [], 'second socket: likewise')
+  const decode = (f: { opcode: number, payload: Buffer }): string | Buffer => f.opcode === 0x1 ? f.payload.toString() : f.payload
+  t.same(first.frames.map(decode), expectedA, 'first socket: every message, in order, byte for byte')
+  t.same(second.frames.map(decode), expectedB, 'second socket: likewise')
+  t.same(first.frames.map((f) => f.opcode), expectedA.map((e) => typeof e === 'string' ? 0x1 : 0x2), 'text as text, binary as binary')
+  await waitFor(() => callbacks === expectedA.length + expectedB.length, 2000, 'every write callback')
+  t.pass('every write callback was called')
 })
