@@ -115,3 +115,22 @@ t.test('foreign messages on a channel are ignored; close() cancels what is pendi
   t.equal(await probe.exists('ws:{x}:p'), 0, 'no count left behind')
   t.same(await probe.call('PUBSUB', 'CHANNELS', '*'), [], 'no subscription left behind')
 })
+
+t.test('publishes waiting for a stalled Redis are bounded: past 10,000 publish() refuses at once, unsent', async (t) => {
+  const guard = guardUnhandled()
+  t.teardown(() => guard.stop())
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const inst = await startInstance(redis.url)
+  t.teardown(() => inst.close())
+  await inst.app.websocketServer.publish('s', 'warm-up') // the client is ready and the script loaded
+  await inst.redis.call('CLIENT', 'PAUSE', '1500', 'WRITE')
+  const results = await Promise.allSettled(Array.from({ length: 12_000 }, (_, i) => inst.app.websocketServer.publish('s', String(i))))
+  const accepted = results.filter((r) => r.status === 'fulfilled').length
+  const refused = results.filter((r) => r.status === 'rejected' && /already wait/.test(String((r.reason as Error).message))).length
+  t.equal(accepted, 10_000, 'the first 10,000 wait and go through once Redis resumes')
+  t.equal(refused, 2000, 'the rest are refused at once with FST_WS_BROKER_UNAVAILABLE')
+  const after = await inst.app.websocketServer.publish('s', 'after')
+  t.equal(after.offset, 10_002, 'the refused ones were never published (1 warm-up + 10,000 + this one)')
+  t.same(guard.errors, [])
+})

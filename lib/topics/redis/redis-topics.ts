@@ -53,6 +53,8 @@ const RETRY_MS = 1000
 /** Live messages a topic holds while it reads missed ones from the history: past either bound they are dropped and read back. */
 const MAX_QUEUED = 10_000
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024
+/** Publishes waiting for Redis (unsent, or sent and unanswered) at most; past it publish() rejects at once. */
+const MAX_UNSETTLED = 10_000
 
 interface Joining {
   socket: WebSocket
@@ -127,6 +129,8 @@ export class RedisTopics implements TopicBroker {
   /** Publishes waiting for Redis, oldest first (all share one timeout). */
   #inflight: Inflight[] = []
   #inflightTimer: NodeJS.Timeout | null = null
+  /** Publishes not settled yet (sent and unanswered, or waiting for the client). */
+  #unsettled = 0
   /** How many of `inflight` wait for the client to be ready. */
   #waiting = 0
   /** The publish script is loaded in Redis (after each connection of the client). */
@@ -475,6 +479,10 @@ export class RedisTopics implements TopicBroker {
    */
   publish (topic: string, data: Buffer, binary: boolean, except: WebSocket | undefined): Promise<PublishResult> {
     if (this.#closed) return Promise.reject(new FST_WS_BROKER_UNAVAILABLE('the broker is closed'))
+    if (this.#unsettled >= MAX_UNSETTLED) {
+      // Redis is away or stalled and publishes keep coming: refuse at once rather than hold them all.
+      return Promise.reject(new FST_WS_BROKER_UNAVAILABLE(`${MAX_UNSETTLED} publishes already wait for Redis: not published`))
+    }
     const origin = except !== undefined && except.topics.has(topic) ? `${this.instance}:${this.#exceptNumber(except)}` : ''
     return new Promise<PublishResult>((resolve, reject) => {
       const entry: Inflight = { deadline: Date.now() + this.#publishTimeout, reject, settled: false, send: null }
@@ -535,7 +543,7 @@ export class RedisTopics implements TopicBroker {
       this.#limits.size, this.#limits.ttl, this.#epochTtl, this.#sharded ? '1' : '0'
     ]).then((reply) => {
       if (entry.settled) return
-      entry.settled = true
+      this.#settle(entry)
       if (!Array.isArray(reply)) {
         reject(new FST_WS_BROKER_UNAVAILABLE('unexpected reply to the publish script'))
         return
@@ -543,12 +551,18 @@ export class RedisTopics implements TopicBroker {
       resolve({ topic, epoch: String(reply[0]), offset: Number(reply[1]) })
     }, (err: unknown) => {
       if (entry.settled) return
-      entry.settled = true
+      this.#settle(entry)
       reject(new FST_WS_BROKER_UNAVAILABLE(err instanceof Error ? err.message : String(err)))
     })
   }
 
+  #settle (entry: Inflight): void {
+    entry.settled = true
+    this.#unsettled--
+  }
+
   #track (entry: Inflight): void {
+    this.#unsettled++
     this.#inflight.push(entry)
     if (this.#inflightTimer === null) {
       this.#inflightTimer = setInterval(this.#expireInflight, Math.max(10, Math.floor(this.#publishTimeout / 4)))
@@ -564,7 +578,7 @@ export class RedisTopics implements TopicBroker {
       const e = this.#inflight[i]
       if (e.settled) continue
       if (e.deadline > now) break
-      e.settled = true
+      this.#settle(e)
       if (e.send !== null) {
         e.send = null
         this.#waiting--
@@ -665,7 +679,7 @@ export class RedisTopics implements TopicBroker {
     if (this.#inflightTimer !== null) clearInterval(this.#inflightTimer)
     for (const e of this.#inflight) {
       if (!e.settled) {
-        e.settled = true
+        this.#settle(e)
         e.reject(new FST_WS_BROKER_UNAVAILABLE('the broker closed'))
       }
     }
