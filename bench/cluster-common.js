@@ -134,7 +134,8 @@ export function startChild (script, { args = [], cpu, env = {}, execArgv = [], n
     seen.push(m)
     for (const l of listeners) l(m)
   })
-  child.on('exit', (code, signal) => {
+  // 'close' (not 'exit'): it comes after the IPC channel is drained, so a reply sent just before exiting still arrives.
+  child.on('close', (code, signal) => {
     children.delete(child)
     for (const p of pending.values()) { clearTimeout(p.timer); p.reject(new Error(`${name} exited (${code ?? signal})`)) }
     pending.clear()

@@ -16,6 +16,14 @@ function esc (s) {
   return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 }
 
+const QUIET = 0.5
+
+function median (xs) {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b)
+  if (v.length === 0) return NaN
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2
+}
+
 const ms = (us) => (Number.isFinite(us) ? (us / 1000).toFixed(us < 10_000 ? 2 : us < 100_000 ? 1 : 0) : '–')
 const kib = (b) => (Number.isFinite(b) ? `${(b / 1024).toFixed(2)} KiB` : '–')
 const fix = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '–')
@@ -117,7 +125,17 @@ function latencyLines (r) {
   const pr = r.summary.cluster['plugin-redis']?.rate
   const io = r.summary.cluster.socketio?.rate
   if (pr && io) {
-    L.push('', `Median p99 RedisTopics ÷ socket.io: ${(pr.p99 / io.p99).toFixed(2)} (goal < 1: ${pr.p99 < io.p99 ? 'PASS' : 'FAIL'}); median p50: ${(pr.p50 / io.p50).toFixed(2)}.`)
+    L.push('', `Median over all rounds, p99 RedisTopics ÷ socket.io: ${(pr.p99 / io.p99).toFixed(2)} (goal < 1: ${pr.p99 < io.p99 ? 'PASS' : 'FAIL'}); p50: ${(pr.p50 / io.p50).toFixed(2)}.`)
+    // The rounds other work on the machine left alone (under QUIET cores of other load during the phase).
+    const quiet = (sys) => runs[sys].map((x) => x.rate).filter((v) => v && v.otherCpuSeconds / v.seconds < QUIET)
+    const qp = quiet('plugin-redis')
+    const qi = quiet('socketio')
+    if (qp.length > 0 && qi.length > 0) {
+      const med = (vs, k) => median(vs.map((v) => v[k]))
+      L.push(`Quiet rounds only (other load under ${QUIET} cores: ${qp.length} of this plugin, ${qi.length} of socket.io): ` +
+        `p50 ${ms(med(qp, 'p50'))} ms vs ${ms(med(qi, 'p50'))} ms, p99 ${ms(med(qp, 'p99'))} ms vs ${ms(med(qi, 'p99'))} ms, ` +
+        `p99 ratio ${(med(qp, 'p99') / med(qi, 'p99')).toFixed(2)}.`)
+    }
   }
   L.push('')
   return L
@@ -190,6 +208,14 @@ function soakLines (k) {
       `${(st.connectMs / 1000).toFixed(1)} s | ${st.connectCpu ? st.connectCpu.servers.toFixed(1) + ' s' : '–'} | ${(st.clientRss / 2 ** 20).toFixed(0)} MiB |`)
   }
   L.push('')
+  const presence = k.steps.map((st, i) => {
+    const e = (st.connectRedis ?? []).find((x) => x.command === 'evalsha')
+    const added = st.connections - (i > 0 ? k.steps[i - 1].connections : 0)
+    return e ? `${fmtNum(added)} new subscriptions: ${fmtNum(e.calls)} script calls (${(e.calls / added).toFixed(2)} per subscription), ${(e.usec / 1e6).toFixed(2)} s of Redis time` : null
+  }).filter(Boolean)
+  if (presence.length > 0) {
+    L.push(`Redis while connecting (INFO commandstats; the subscriptions' presence writes, one EVALSHA of the presence script each, HSET + PEXPIRE + HGETALL inside): ${presence.join('; ')}.`, '')
+  }
   if (k.publish) {
     const p = k.publish
     L.push(`Publishing to all ${fmtNum(p.subscribers)} subscribers: ${p.messages} messages from one instance (${p.rateText}): ${p.delivered}/${p.expected} delivered, ` +

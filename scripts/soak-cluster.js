@@ -19,7 +19,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  ROOT, startRedis, startChild, snapshotPlugin, histMerge, histPercentiles, sleep, fmtNum, monoUs, cpuSeconds, machineBusySeconds
+  ROOT, startRedis, startChild, snapshotPlugin, histMerge, histPercentiles, sleep, fmtNum, monoUs, cpuSeconds, machineBusySeconds, redisRaw
 } from '../bench/cluster-common.js'
 import { writeSoakSvg, writeClusterSection } from '../bench/cluster-report.js'
 
@@ -72,6 +72,24 @@ function cpuSince (a, b) {
   return d
 }
 
+/** Redis's per-command counters (INFO commandstats): { command: { calls, usec } }. */
+async function redisStats (port) {
+  const out = {}
+  const text = await redisRaw(port, ['INFO', 'commandstats']).catch(() => '')
+  for (const m of text.matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) }
+  return out
+}
+
+/** What Redis did between two redisStats(): only the commands that ran, busiest first. */
+function redisDelta (a, b) {
+  const d = []
+  for (const [k, v] of Object.entries(b)) {
+    const calls = v.calls - (a[k]?.calls ?? 0)
+    if (calls > 0) d.push({ command: k, calls, usec: v.usec - (a[k]?.usec ?? 0) })
+  }
+  return d.sort((x, y) => y.usec - x.usec)
+}
+
 async function main () {
   const started = Date.now()
   const plugin = snapshotPlugin()
@@ -108,6 +126,7 @@ async function main () {
       // Spread `add` over the clients, and each client's share over every server port.
       const t0 = performance.now()
       const cpu0 = cpuNow(servers, clients, redis.pid)
+      const rs0 = await redisStats(redis.port)
       const perClient = clients.map((_, i) => Math.floor(add / clients.length) + (i < add % clients.length ? 1 : 0))
       const res = await Promise.all(clients.map((c, i) => {
         const n = perClient[i]
@@ -129,6 +148,8 @@ async function main () {
       }
       have = c.live
       await sleep(1000)
+      // Redis's work for this step's subscriptions (and the presence refresh, once per topic per instance per 5 s).
+      const connectRedis = redisDelta(rs0, await redisStats(redis.port))
       const mem = await memoryOf(servers)
       const clientMem = await Promise.all(clients.map((x) => x.request({ cmd: 'memory' })))
       const st = {
@@ -139,6 +160,7 @@ async function main () {
         errors,
         connectMs,
         connectCpu,
+        connectRedis,
         rssDelta: mem.rss - base.rss,
         rssPerConnection: (mem.rss - base.rss) / c.live,
         heapPerConnection: (mem.heap - base.heap) / c.live,
@@ -152,7 +174,7 @@ async function main () {
       st.heapDelta = mem.heap - base.heap
       result.steps.push(st)
       log(`${fmtNum(c.live)} live subscribers (${fmtNum(c.open)} open, ${failed} failed ${JSON.stringify(errors)}), connect ${(connectMs / 1000).toFixed(1)} s, ` +
-        `server RSS +${(st.rssDelta / 2 ** 20).toFixed(1)} MiB = ${(st.rssPerConnection / 1024).toFixed(2)} KiB/conn, heap ${(st.heapPerConnection / 1024).toFixed(2)} KiB/conn, clients ${(st.clientRss / 2 ** 20).toFixed(0)} MiB, cpu ${JSON.stringify(connectCpu)}`)
+        `server RSS +${(st.rssDelta / 2 ** 20).toFixed(1)} MiB = ${(st.rssPerConnection / 1024).toFixed(2)} KiB/conn, heap ${(st.heapPerConnection / 1024).toFixed(2)} KiB/conn, clients ${(st.clientRss / 2 ** 20).toFixed(0)} MiB, cpu ${JSON.stringify(connectCpu)}, redis ${JSON.stringify(connectRedis)}`)
       if (failed > 0) {
         result.limits = `Stopped at ${fmtNum(c.live)} of the ${fmtNum(step)} asked for: ${failed} connections failed (${JSON.stringify(errors)}).`
         break
@@ -171,6 +193,7 @@ async function main () {
     await Promise.all(clients.map((x) => x.request({ cmd: 'reset' })))
     const expected = subscribers * CFG.messages
     const pcpu0 = cpuNow(servers, clients, redis.pid)
+    const prs0 = await redisStats(redis.port)
     const pub = await servers[0].request({ cmd: 'publish', n: CFG.messages, rate: 0, size: CFG.size, chunk: 1 }, 120_000)
     let stats
     const deadline = Date.now() + 120_000
@@ -180,6 +203,7 @@ async function main () {
       await sleep(100)
     }
     const publishCpu = cpuSince(pcpu0, cpuNow(servers, clients, redis.pid))
+    const publishRedis = redisDelta(prs0, await redisStats(redis.port))
     const delivered = stats.reduce((a, s) => a + s.deliveries, 0)
     const lastUs = Math.max(...stats.map((s) => s.lastUs))
     const lat = histPercentiles(histMerge(stats.map((s) => s.hist)))
@@ -189,17 +213,19 @@ async function main () {
       subscribers, messages: CFG.messages, rateText: 'a burst, one message per event-loop turn', expected, delivered,
       perSocketMin: Math.min(...stats.map((s) => s.perSocketMin)),
       perSocketMax: Math.max(...stats.map((s) => s.perSocketMax)),
-      seconds, deliveriesPerSec: delivered / seconds, p50: lat.p50, p99: lat.p99, failed: pub.failed, cpuSeconds: publishCpu
+      seconds, deliveriesPerSec: delivered / seconds, p50: lat.p50, p99: lat.p99, failed: pub.failed, cpuSeconds: publishCpu, redis: publishRedis
     }
     log(`publish ${CFG.messages} × ${fmtNum(subscribers)}: ${delivered}/${expected} delivered in ${seconds.toFixed(2)} s = ${fmtNum(delivered / seconds)} deliveries/s, ` +
       `p50 ${fmtNum(lat.p50)} µs p99 ${fmtNum(lat.p99)} µs, per socket ${result.publish.perSocketMin}–${result.publish.perSocketMax}, cpu ${JSON.stringify(publishCpu)}`)
 
     // Close everything: every server's app.close() at once; the clients answer the Close frames.
     const ccpu0 = cpuNow(servers, clients, redis.pid)
+    const crs0 = await redisStats(redis.port)
     const c0 = monoUs()
     const closed = Promise.all(clients.map((x) => x.request({ cmd: 'waitClosed', ms: 120_000 }, 130_000)))
     const closes = await Promise.all(servers.map((s) => s.request({ cmd: 'close' }, 130_000)))
     const w = await closed
+    const closeRedis = redisDelta(crs0, await redisStats(redis.port))
     // The servers exit right after their close: they report their own CPU time of it.
     const closeCpu = cpuSince({ ...ccpu0, servers: 0 }, { ...cpuNow([], clients, redis.pid), servers: closes.reduce((a, x) => a + x.cpuSeconds, 0) })
     result.close = {
@@ -207,9 +233,10 @@ async function main () {
       perServerMs: closes.map((x) => Math.round(x.ms)),
       allClosedMs: (Math.max(...w.map((x) => x.lastCloseUs)) - c0) / 1000,
       leftOpen: w.reduce((a, x) => a + x.open, 0),
-      cpuSeconds: closeCpu
+      cpuSeconds: closeCpu,
+      redis: closeRedis
     }
-    log(`close: slowest app.close() ${(result.close.ms / 1000).toFixed(2)} s, all client sockets closed after ${(result.close.allClosedMs / 1000).toFixed(2)} s, ${result.close.leftOpen} left open, cpu ${JSON.stringify(closeCpu)}`)
+    log(`close: slowest app.close() ${(result.close.ms / 1000).toFixed(2)} s, all client sockets closed after ${(result.close.allClosedMs / 1000).toFixed(2)} s, ${result.close.leftOpen} left open, cpu ${JSON.stringify(closeCpu)}, redis ${JSON.stringify(closeRedis)}`)
   } finally {
     await Promise.all([...servers, ...clients].map((p) => p.stop()))
     await redis.stop()
