@@ -61,6 +61,8 @@ t.test('counts span the instances; a closing instance removes its share at once'
   const clients = [await Client.connect(a.port, 'lobby'), await Client.connect(a.port, 'lobby'), await Client.connect(b.port, 'lobby')]
   t.teardown(() => { for (const c of clients) c.close() })
   t.equal(a.app.websocketServer.subscriberCount('lobby'), 2, 'local count on a')
+  // Each instance writes its changed counts every 100 ms: the other instance's share follows within that.
+  await waitFor(async () => (await a.app.websocketServer.subscriberCounts('lobby')).total === 3, 1000, 'b\'s share written')
   const counts = await a.app.websocketServer.subscriberCounts('lobby')
   t.equal(counts.total, 3, 'three across both instances')
   t.same(Object.values(counts.instances).sort(), [1, 2])

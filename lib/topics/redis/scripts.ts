@@ -67,8 +67,8 @@ return { epoch, last, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', last -
 /**
  * Presence: each instance's subscriber count of a topic, as hash fields `instance → count:expiresAtMs` (Redis's
  * own clock), so that a killed instance's share expires by itself. KEYS: presence hash. ARGV: instance, count
- * (-1 only reads, 0 removes the field), ttl (ms).
- * Returns the live fields as a flat list { instance, count, … } and drops the expired ones.
+ * (-1 only reads, 0 removes the field), ttl (ms), and 'w' to only write (returns 0).
+ * Otherwise returns the live fields as a flat list { instance, count, … } and drops the expired ones.
  */
 export const PRESENCE = `
 local t = redis.call('TIME')
@@ -80,6 +80,7 @@ if n > 0 then
 elseif n == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
+if ARGV[4] == 'w' then return 0 end
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
