@@ -83,6 +83,7 @@ export class ClientError extends Error {
   constructor (code: string, message: string) {
     super(message)
     this.code = code
+    this.name = new.target.name
   }
 }
 /** No reply within the request's timeout. */
@@ -141,10 +142,10 @@ export interface ConnectOptions {
     stableAfter?: number
   }
   /**
-   * Whether to reconnect after the server closed with `code`; return undefined for the default rule (not after
-   * 1002, 1003, 1007-1010 and 4000-4999).
+   * Whether to reconnect after a close with `code` (`status`: the HTTP status of a refused handshake, seen by the
+   * Node transport only); undefined for the default rule: not after 1002, 1003, 1007-1010, 4000-4999 or a 4xx.
    */
-  retry?: (code: number, reason: string) => boolean | undefined
+  retry?: (code: number, reason: string, status: number | undefined) => boolean | undefined
   /** Give up on a connection attempt not open after this long (ms; 0: never). Default 10,000. */
   connectTimeout?: number
   /** Messages kept while disconnected. Default 100; policy when full: default 'drop-oldest'. */
@@ -502,9 +503,11 @@ export class Client<C extends ClientContract = DefaultContract> {
     if (wasOpen) this.#emit('close', code, reason)
     if (this.#state === 'stopped') return
     if (wasOpen && now - this.#openedAt >= this.#stable) this.#attempts = 0
-    const retry = this.#o.retry?.(code, reason)
-    if (status !== undefined && status >= 400 && status < 500) return this.#stop({ reason: 'handshake-refused', status })
-    if (retry === false || (retry === undefined && fatal(code))) return this.#stop({ reason: 'close-code', code, message: reason })
+    const retry = this.#o.retry?.(code, reason, status)
+    if (retry !== true) {
+      if (status !== undefined && status >= 400 && status < 500) return this.#stop({ reason: 'handshake-refused', status })
+      if (retry === false || fatal(code)) return this.#stop({ reason: 'close-code', code, message: reason })
+    }
     const attempt = ++this.#attempts
     if (attempt > this.#max) return this.#stop({ reason: 'max-attempts', attempts: attempt - 1 })
     const delay = Math.floor((this.#o.random ?? Math.random)() * Math.min(this.#cap, this.#base * 2 ** (attempt - 1)))

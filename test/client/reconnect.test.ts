@@ -158,13 +158,16 @@ t.test('retry() overrides the rule: a 4000-4999 code the app says is transient r
   t.same(seen, [[4503, 'busy'], [4001, 'kicked']])
 })
 
-t.test('Node transport: a handshake refused with a 4xx stops (the status says why); a 5xx is retried', async (t) => {
+t.test('Node transport: a handshake refused with a 4xx stops (the status says why), unless retry() says otherwise; a 5xx is retried', async (t) => {
   const { app } = await buildApp({}, {}, 'warn')
   let failures = 2
+  let busyLeft = 2
   app.addHook('onRequest', async (request, reply) => {
     if (request.url === '/flaky' && failures-- > 0) return reply.code(503).send({ error: 'later' })
+    if (request.url === '/busy' && busyLeft-- > 0) return reply.code(429).send({ error: 'slow down' })
   })
   app.get('/flaky', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
+  app.get('/busy', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
   app.get('/forbidden', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
   app.addHook('preValidation', async (request, reply) => {
     if (request.url === '/forbidden') return reply.code(403).send({ error: 'no' })
@@ -179,6 +182,15 @@ t.test('Node transport: a handshake refused with a 4xx stops (the status says wh
   const missing = connect(`ws://127.0.0.1:${port}/nothing-here`, { WebSocket: NodeWebSocket, reconnect: { base: 1 } })
   t.teardown(() => missing.close())
   t.same(await next<StopReason>(missing, 'stopped'), { reason: 'handshake-refused', status: 404 })
+
+  // retry() may take a 4xx as transient (429 Too Many Requests).
+  const busySeen: Array<number | undefined> = []
+  const busy = connect(`ws://127.0.0.1:${port}/busy`, {
+    WebSocket: NodeWebSocket, reconnect: { base: 1 }, retry: (_code, _reason, status) => { busySeen.push(status); return status === 429 || undefined }
+  })
+  t.teardown(() => busy.close())
+  await next(busy, 'open')
+  t.same(busySeen, [429, 429], 'two 429s retried, then open')
 
   const attempts: number[] = []
   const flaky = connect(`ws://127.0.0.1:${port}/flaky`, { WebSocket: NodeWebSocket, reconnect: { base: 1 } })

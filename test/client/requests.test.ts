@@ -53,6 +53,7 @@ t.test('request() to a server that never answers: RequestTimeoutError after its 
   const err = await client.request({ never: true }, { timeout: 150 }).catch((e: unknown) => e)
   t.ok(err instanceof RequestTimeoutError)
   t.equal((err as RequestTimeoutError).code, 'FST_WS_REQUEST_TIMEOUT')
+  t.equal((err as RequestTimeoutError).name, 'RequestTimeoutError')
   t.ok(Date.now() - started >= 140, 'not before the timeout')
   server.push({ r: 1, m: 'too late' })
   t.same(await client.request({ v: 'next' }), { echo: { v: 'next' } }, 'the client is still usable')
