@@ -35,6 +35,18 @@ export const FST_WS_BROKER_UNAVAILABLE = createError<[string]>(
 /** The broker did not confirm a publish in time: the message may or may not have been published. */
 export const FST_WS_BROKER_TIMEOUT = createError<[number]>(
   'FST_WS_BROKER_TIMEOUT', 'Topic broker did not answer within %d ms: the message may or may not have been published', 504)
+/** request()/onRequest() on a socket that did not negotiate the `fastify-rfc6455.v1` envelope. */
+export const FST_WS_NO_ENVELOPE = createError<[string]>(
+  'FST_WS_NO_ENVELOPE', '%s needs a socket that speaks the fastify-rfc6455.v1 subprotocol (list it in the route\'s protocols)', 500, TypeError)
+/** A request got no reply within its timeout. */
+export const FST_WS_REQUEST_TIMEOUT = createError<[number]>(
+  'FST_WS_REQUEST_TIMEOUT', 'No reply within %d ms', 504)
+/** The peer answered a request with an error code ("invalid", "no-handler", "failed"), or an invalid reply. */
+export const FST_WS_REQUEST_FAILED = createError<[string]>(
+  'FST_WS_REQUEST_FAILED', 'The request failed: %s', 502)
+/** The socket closed before the reply came: the peer may or may not have handled the request. */
+export const FST_WS_REQUEST_CLOSED = createError(
+  'FST_WS_REQUEST_CLOSED', 'The socket closed before the reply came', 503)
 /** A route declares `wsHandler` or `websocket` in a way the plugin cannot serve. */
 export const FST_WS_INVALID_ROUTE = createError<[string, string]>(
   'FST_WS_INVALID_ROUTE', 'Invalid WebSocket route %s: %s', 500, TypeError)

@@ -14,7 +14,8 @@ export { WebSocket } from './socket/websocket.js'
 export type { WebSocketEvents, SendData, SendOptions, WriteCallback, IteratedMessage, ReadyState, RawMessages, MessageArgs } from './socket/websocket.js'
 export type { MessagesOption, InvalidMessagePolicy } from './plugin/message-schemas.js'
 export { WebSocketServer } from './plugin/server.js'
-export type { PublishOptions, TopicChannel } from './plugin/server.js'
+export type { PublishOptions, TopicChannel, TopicRequestOutcome } from './plugin/server.js'
+export { ENVELOPE_PROTOCOL } from './socket/envelope.js'
 export type {
   TopicBroker, TopicPosition, SubscribeOptions, SubscribeResult, TopicGap, TopicGapReason, PublishResult, SubscriberCounts, BrokerContext
 } from './topics/types.js'

@@ -78,6 +78,11 @@ export class MessageCodec {
     } catch (err) {
       return { ok: false, reason: 'json', errors: (err as Error).message }
     }
+    return this.check(value)
+  }
+
+  /** Validate one already parsed message (the inside of an envelope). */
+  check (value: unknown): Decoded {
     const validate = this.#validate
     if (validate === null) return { ok: true, value }
     const result = validate(value)

@@ -13,6 +13,7 @@ import { kStream, markedConfig, type StreamRequest } from './http2.js'
 import { handleUpgrade, type AnyWebSocketHandler, type PluginState, type RouteState } from './accept.js'
 import { isWebSocketRoute, markServed, type WebSocketRouteFields } from './route-guard.js'
 import { LimitedTopicHub } from './topic-hub.js'
+import { ENVELOPE_PROTOCOL } from '../socket/envelope.js'
 import { MessageCodec } from './message-schemas.js'
 import type { SocketContext } from '../socket/websocket.js'
 
@@ -40,6 +41,10 @@ export function createOnRoute (state: PluginState, onPorts: (ports: ReadonlySet<
       throw new FST_WS_INVALID_ROUTE(url, 'wsHandler must be a function')
     }
     const opts = resolveOptions(websocket, state.base, 'websocket.', true)
+    if (opts.protocols.includes(ENVELOPE_PROTOCOL) && (opts.messages === null || opts.messages.receive === undefined)) {
+      // The envelope carries the route's JSON messages: without a receive schema there is nothing to type them by.
+      throw new FST_WS_INVALID_ROUTE(url, `the ${ENVELOPE_PROTOCOL} subprotocol needs websocket.messages with a receive schema`)
+    }
     // publish() refuses names no route's socket could subscribe to.
     if (opts.maxTopicLength > state.topicNames.longest) state.topicNames.longest = opts.maxTopicLength
     const wsFn = (wsHandler ?? routeOptions.handler) as AnyWebSocketHandler

@@ -6,7 +6,7 @@ import { FST_WS_INVALID_TOPIC, FST_WS_TOPIC_LIMIT } from '../errors.js'
 import { toBytes, type SendData } from '../socket/send-data.js'
 import type { FastifyTypeProvider, FastifyTypeProviderDefault } from 'fastify'
 import type { PublishResult, SubscriberCounts, TopicBroker } from '../topics/types.js'
-import type { RawMessages, WebSocket } from '../socket/websocket.js'
+import { speaksEnvelope, type RawMessages, type WebSocket } from '../socket/websocket.js'
 
 interface ServerLog { warn (obj: object, msg: string): void }
 
@@ -20,6 +20,11 @@ export interface TopicChannel<Message> {
     topic: string, message: Message, options?: Omit<PublishOptions<WebSocket<P, I, O>>, 'binary'>
   ): Promise<PublishResult>
 }
+
+/** One subscriber's outcome of `app.websocketServer.request(topic, …)`. */
+export type TopicRequestOutcome =
+  | { socket: WebSocket, ok: true, reply: unknown }
+  | { socket: WebSocket, ok: false, error: Error }
 
 /** `Socket`: the type of the excluded socket (any route's socket; inferred). */
 export interface PublishOptions<Socket = WebSocket> {
@@ -96,6 +101,24 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
     // Marks the promise handled (the caller's await still sees the rejection) and logs it for fire-and-forget use.
     result.catch(logUnawaited.bind(this.#log))
     return result
+  }
+
+  /**
+   * Send a request to every subscriber of `topic` on this instance whose socket speaks the `fastify-rfc6455.v1`
+   * envelope (each serializes it with its route's `send` schema), and resolve, once every one has answered, failed
+   * or timed out, with one outcome per socket: which ones replied (and what) and which failed, with the error
+   * (FST_WS_REQUEST_TIMEOUT, _FAILED, _CLOSED). Subscribers on other instances are not asked.
+   */
+  async request (topic: string, message: unknown, options?: { timeout?: number }): Promise<TopicRequestOutcome[]> {
+    if (typeof topic !== 'string' || topic.length === 0) throw new FST_WS_INVALID_TOPIC('a topic is a non-empty string')
+    const asked: WebSocket[] = []
+    for (const socket of this.clients) {
+      if (socket.isSubscribed(topic) && speaksEnvelope(socket)) asked.push(socket)
+    }
+    const settled = await Promise.allSettled(asked.map((socket) => socket.request(message, options)))
+    return settled.map((s, i) => s.status === 'fulfilled'
+      ? { socket: asked[i]!, ok: true as const, reply: s.value as unknown }
+      : { socket: asked[i]!, ok: false as const, error: s.reason as Error })
   }
 
   /** How many sockets of this process are subscribed to `topic`. */

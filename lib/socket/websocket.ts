@@ -17,11 +17,15 @@ import { isValidSendCloseCode } from '../protocol/close-codes.js'
 import { toBuffer, toBytes, type SendData } from './send-data.js'
 import {
   FST_WS_INVALID_CLOSE_CODE, FST_WS_REASON_TOO_LONG, FST_WS_CONTROL_TOO_LARGE, FST_WS_NOT_OPEN, FST_WS_INVALID_TOPIC,
-  FST_WS_INVALID_MESSAGE, FST_WS_INVALID_HANDLER, type WebSocketError, type InvalidMessageError
+  FST_WS_INVALID_MESSAGE, FST_WS_INVALID_HANDLER, FST_WS_NO_ENVELOPE, FST_WS_REQUEST_TIMEOUT, FST_WS_REQUEST_FAILED,
+  FST_WS_REQUEST_CLOSED, type WebSocketError, type InvalidMessageError
 } from '../errors.js'
 import type { ClosingError } from '../protocol/closing-error.js'
 import type { HeldMessage } from '../protocol/held-messages.js'
-import type { SubscribeOptions, SubscribeResult, TopicGap } from '../topics/types.js'
+import type { SubscribeOptions, SubscribeResult, TopicGap, TopicPosition } from '../topics/types.js'
+import {
+  ENVELOPE_PROTOCOL, MAX_PENDING_REQUESTS, classify, messageFrame, probeAnswer, replyErrorFrame, replyFrame, requestFrame
+} from './envelope.js'
 
 export type { SendData } from './send-data.js'
 export type { WriteCallback } from '../protocol/sender.js'
@@ -84,12 +88,16 @@ export interface SendOptions {
 /** A message yielded by async iteration: text as a string, binary as a Buffer (raw routes), else the validated message. */
 export type IteratedMessage<Incoming = RawMessages> = [Incoming] extends [RawMessages] ? string | Buffer : Incoming
 
+type DecodedMessage = { ok: true, value: unknown } | { ok: false, reason: 'binary' | 'json' | 'schema', errors: unknown }
+
 /** How the sockets of a route with message schemas read and write messages (plugin/message-schemas.ts). */
 export interface MessageCodecLike {
   readonly onInvalid: 'close' | 'emit'
   /** Whether inbound messages are parsed and validated. */
   readonly validates: boolean
-  decode (data: Buffer, isBinary: boolean): { ok: true, value: unknown } | { ok: false, reason: 'binary' | 'json' | 'schema', errors: unknown }
+  decode (data: Buffer, isBinary: boolean): DecodedMessage
+  /** Validate an already parsed message. */
+  check (value: unknown): DecodedMessage
   encode (message: unknown): string
 }
 
@@ -144,6 +152,33 @@ let holding: (ws: WebSocket) => boolean
 /** A handler of `socket.onMessage()` as the socket stores it. */
 type AnyMessageHandler = (this: WebSocket, message: unknown, socket: WebSocket) => unknown
 let emitGap: (ws: WebSocket, gap: TopicGap) => void
+let envelopeOf: (ws: WebSocket) => boolean
+
+/** A request handler as the socket stores it. */
+type RequestHandler = (this: WebSocket, message: unknown, socket: WebSocket) => unknown
+
+interface EnvelopeState {
+  nextId: number
+  /** Our requests waiting for the peer's reply. */
+  pending: Map<number, { resolve: (v: unknown) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }>
+  onRequest: RequestHandler | null
+  /** The peer's requests that arrived before a handler was set. */
+  waitingRequests: Array<{ id: number, value: unknown }>
+  /** The client's topic positions (its resume frame), once known. */
+  positions: ReadonlyMap<string, TopicPosition> | null
+  positionWaiters: Array<(positions: ReadonlyMap<string, TopicPosition>) => void>
+  positionTimer: NodeJS.Timeout | null
+}
+
+function newEnvelopeState (): EnvelopeState {
+  return { nextId: 1, pending: new Map(), onRequest: null, waitingRequests: [], positions: null, positionWaiters: [], positionTimer: null }
+}
+
+const HANDLED: unique symbol = Symbol('handled')
+const EMPTY_POSITIONS: ReadonlyMap<string, TopicPosition> = new Map()
+/** Topics a client's resume frame may name (a socket holds at most maxTopicsPerSocket anyway). */
+const MAX_RESUME_TOPICS = 10_000
+function ignore (): void {}
 
 export class WebSocket<Protocol extends string = string, Incoming = RawMessages, Outgoing = unknown> extends EventEmitter<WebSocketEvents<Incoming>> {
   static readonly CONNECTING: 0 = CONNECTING
@@ -178,6 +213,8 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
   /** Reports a rejected `onMessage()` handler: made once per socket, on the first promise a handler returns. */
   #onHandlerRejected: ((err: unknown) => void) | null = null
   #warnedUnhandled = false
+  /** The `fastify-rfc6455.v1` envelope's state when this socket negotiated it, else null. */
+  readonly #env: EnvelopeState | null
 
   /** This socket as the plugin's registries see it: whatever its route's protocol and message types. */
   get #self (): WebSocket {
@@ -191,6 +228,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     this.extensions = extensions
     this.#ctx = ctx
     this.#log = log
+    this.#env = protocol === ENVELOPE_PROTOCOL && ctx.messages !== null ? newEnvelopeState() : null
     this.#conn = new Connection<WebSocket>(socket, this.#self, hooks, options)
     EventEmitter.prototype.on.call(this as EventEmitter, 'newListener', onNewListener)
   }
@@ -210,7 +248,13 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     flushHeldOf = (ws) => ws.#flushHeld()
     holding = (ws) => ws.#holding()
     failUser = (ws, err, what) => ws.#failFromUser(err, what)
-    emitGap = (ws, gap) => { if (!ws.#closed) ws.#emitSafely('topicGap', gap) }
+    emitGap = (ws, gap) => {
+      if (ws.#closed) return
+      // A client of the envelope learns it directly (its 'gap' event); the app's listeners see it too.
+      if (ws.#env !== null && ws.#conn.readyState === OPEN) ws.#conn.sendText('{"gap":' + JSON.stringify(gap) + '}')
+      ws.#emitSafely('topicGap', gap)
+    }
+    envelopeOf = (ws) => ws.#env !== null
   }
 
   get readyState (): ReadyState {
@@ -258,7 +302,80 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     const conn = this.#conn
     if (conn.readyState !== OPEN) return notOpen(conn.readyState, cb)
     const codec = this.#ctx.messages
-    return conn.sendText(codec === null ? JSON.stringify(message) : codec.encode(message), cb)
+    const json = codec === null ? JSON.stringify(message) : codec.encode(message)
+    return conn.sendText(this.#env === null ? json : messageFrame(json), cb)
+  }
+
+  /**
+   * Send a request and resolve with the peer's reply (validated by the route's `receive` schema), on a socket that
+   * speaks the `fastify-rfc6455.v1` envelope. Rejects with FST_WS_REQUEST_TIMEOUT after `timeout` ms (default
+   * 10,000), FST_WS_REQUEST_FAILED when the peer answers with an error code (or an invalid reply),
+   * FST_WS_REQUEST_CLOSED when the socket closes first (the peer may or may not have handled it), FST_WS_NOT_OPEN
+   * when it is not open. Throws FST_WS_NO_ENVELOPE on a socket without the envelope.
+   */
+  request (message: Outgoing, options?: { timeout?: number }): Promise<Incoming> {
+    const env = this.#env
+    if (env === null) throw new FST_WS_NO_ENVELOPE('request()')
+    const timeout = options?.timeout ?? 10_000
+    if (typeof timeout !== 'number' || !(timeout > 0)) throw new FST_WS_INVALID_HANDLER('request() timeout must be a positive number of ms')
+    const conn = this.#conn
+    let result: Promise<Incoming>
+    if (conn.readyState !== OPEN) {
+      result = Promise.reject(new FST_WS_NOT_OPEN(String(conn.readyState)))
+    } else if (env.pending.size >= MAX_PENDING_REQUESTS) {
+      result = Promise.reject(new FST_WS_REQUEST_FAILED(`${MAX_PENDING_REQUESTS} requests already wait for a reply`))
+    } else {
+      const json = this.#ctx.messages!.encode(message)
+      const id = env.nextId++
+      result = new Promise<Incoming>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          env.pending.delete(id)
+          reject(new FST_WS_REQUEST_TIMEOUT(timeout))
+        }, timeout)
+        env.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      })
+      conn.sendText(requestFrame(id, json))
+    }
+    // A caller that does not await still sees nothing unhandled (one that awaits gets the rejection).
+    result.catch(ignore)
+    return result
+  }
+
+  /**
+   * Answer the peer's requests (`fastify-rfc6455.v1` envelope): `handler(message, socket)` gets each validated
+   * request and returns the reply (or a promise of it), serialized by the route's `send` schema. A handler that
+   * throws or rejects answers "failed" and is logged; requests that arrive before a handler is set wait for it (up
+   * to 1,000). One handler per socket; returns the socket.
+   */
+  onRequest (handler: (this: this, message: Incoming, socket: this) => Outgoing | Promise<Outgoing>): this {
+    const env = this.#env
+    if (env === null) throw new FST_WS_NO_ENVELOPE('onRequest()')
+    if (typeof handler !== 'function') throw new FST_WS_INVALID_HANDLER('onRequest() takes a function')
+    if (env.onRequest !== null) throw new FST_WS_INVALID_HANDLER('the socket already has a request handler')
+    env.onRequest = handler as unknown as RequestHandler
+    const waiting = env.waitingRequests
+    env.waitingRequests = []
+    for (const r of waiting) this.#runRequest(r.id, r.value)
+    return this
+  }
+
+  /**
+   * The topic positions the client sent when it (re)connected (`fastify-rfc6455.v1` envelope: its first frame),
+   * to resume with `subscribe(topic, { since: positions.get(topic) ?? 'history' })`. Resolves once that frame
+   * arrived (an empty map when the client holds none, sends something else first, sends nothing within 5 s, or
+   * the socket does not speak the envelope).
+   */
+  clientPositions (): Promise<ReadonlyMap<string, TopicPosition>> {
+    const env = this.#env
+    if (env === null) return Promise.resolve(EMPTY_POSITIONS)
+    if (env.positions !== null) return Promise.resolve(env.positions)
+    return new Promise((resolve) => {
+      env.positionWaiters.push(resolve)
+      if (env.positionTimer === null) {
+        env.positionTimer = setTimeout(() => { this.#setPositions(EMPTY_POSITIONS) }, 5000)
+        env.positionTimer.unref()
+      }
+    })
   }
 
   /**
@@ -376,7 +493,14 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     const result = hub.subscribe(this.#self, topic, options)
     if (this.#subscribed === null) this.#subscribed = new Set()
     this.#subscribed.add(topic)
-    return Promise.resolve(result)
+    if (this.#env === null) return Promise.resolve(result)
+    // A client of the envelope learns of a refused resume directly, as a 'gap' frame.
+    return Promise.resolve(result).then((r) => {
+      if (r.status === 'gap' && this.#conn.readyState === OPEN) {
+        this.#conn.sendText('{"gap":' + JSON.stringify({ topic, reason: r.reason, epoch: r.epoch, offset: r.offset }) + '}')
+      }
+      return r
+    })
   }
 
   unsubscribe (topic: string): void {
@@ -431,7 +555,10 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
   #onMessage (data: Buffer, isBinary: boolean): void {
     const codec = this.#ctx.messages
     let message: unknown = data
-    if (codec !== null && codec.validates) {
+    if (this.#env !== null) {
+      message = this.#fromEnvelope(codec!, data, isBinary)
+      if (message === HANDLED) return
+    } else if (codec !== null && codec.validates) {
       // Parsed and validated on arrival: an invalid message never reaches a listener, nor the held queue.
       const decoded = codec.decode(data, isBinary)
       if (!decoded.ok) {
@@ -520,6 +647,120 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
    * binary frame, a type of data the route does not accept), reported as an 'error' (logged when nobody listens).
    * With `onInvalid: 'emit'` the socket stays open and 'invalid' carries the errors.
    */
+  /** An inbound envelope: a message to deliver (its validated content), or HANDLED (requests, replies, probes...). */
+  #fromEnvelope (codec: MessageCodecLike, data: Buffer, isBinary: boolean): unknown {
+    if (isBinary) {
+      this.#invalid(codec, 'binary', null, data)
+      return HANDLED
+    }
+    let frame: unknown
+    try {
+      frame = JSON.parse(data.toString())
+    } catch (err) {
+      this.#invalid(codec, 'json', (err as Error).message, data)
+      return HANDLED
+    }
+    const env = this.#env!
+    const inbound = classify(frame, MAX_RESUME_TOPICS)
+    if (inbound.kind !== 'resume' && env.positions === null) this.#setPositions(EMPTY_POSITIONS)
+    switch (inbound.kind) {
+      case 'message': {
+        const checked = codec.check(inbound.value)
+        if (checked.ok) return checked.value
+        this.#invalid(codec, checked.reason, checked.errors, data)
+        return HANDLED
+      }
+      case 'request': {
+        const checked = codec.check(inbound.value)
+        if (!checked.ok) this.#conn.sendText(replyErrorFrame(inbound.id, 'invalid'))
+        else if (env.onRequest !== null) this.#runRequest(inbound.id, checked.value)
+        else if (env.waitingRequests.length < MAX_PENDING_REQUESTS) env.waitingRequests.push({ id: inbound.id, value: checked.value })
+        else this.#conn.sendText(replyErrorFrame(inbound.id, 'no-handler'))
+        return HANDLED
+      }
+      case 'reply': {
+        const pending = env.pending.get(inbound.id)
+        if (pending === undefined) return HANDLED // late (timed out) or unknown: nobody waits for it
+        env.pending.delete(inbound.id)
+        clearTimeout(pending.timer)
+        if (inbound.error !== undefined) {
+          pending.reject(new FST_WS_REQUEST_FAILED(inbound.error))
+          return HANDLED
+        }
+        const checked = codec.check(inbound.value)
+        if (checked.ok) pending.resolve(checked.value)
+        else pending.reject(new FST_WS_REQUEST_FAILED('invalid reply'))
+        return HANDLED
+      }
+      case 'resume':
+        this.#setPositions(inbound.positions)
+        return HANDLED
+      case 'probe':
+        this.#conn.sendText(probeAnswer(inbound.n))
+        return HANDLED
+      default:
+        this.#invalid(codec, 'schema', inbound.why, data)
+        return HANDLED
+    }
+  }
+
+  #setPositions (positions: ReadonlyMap<string, TopicPosition>): void {
+    const env = this.#env!
+    if (env.positions === null) env.positions = positions
+    if (env.positionTimer !== null) clearTimeout(env.positionTimer)
+    env.positionTimer = null
+    const waiters = env.positionWaiters
+    env.positionWaiters = []
+    for (const resolve of waiters) resolve(env.positions)
+  }
+
+  /** Run the request handler for one validated request and send its reply (or "failed"). */
+  #runRequest (id: number, value: unknown): void {
+    const env = this.#env!
+    let result: unknown
+    try {
+      result = env.onRequest!.call(this.#self, value, this.#self)
+    } catch (err) {
+      this.#replyFailed(id, err)
+      return
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+      (result as Promise<unknown>).then((reply) => { this.#reply(id, reply) }, (err: unknown) => { this.#replyFailed(id, err) })
+    } else {
+      this.#reply(id, result)
+    }
+  }
+
+  #reply (id: number, reply: unknown): void {
+    if (this.#conn.readyState !== OPEN) return
+    let json: string
+    try {
+      json = this.#ctx.messages!.encode(reply)
+    } catch (err) {
+      this.#replyFailed(id, err)
+      return
+    }
+    this.#conn.sendText(replyFrame(id, json))
+  }
+
+  #replyFailed (id: number, err: unknown): void {
+    this.#log.error({ err }, 'WebSocket request handler failed; answered "failed"')
+    if (this.#conn.readyState === OPEN) this.#conn.sendText(replyErrorFrame(id, 'failed'))
+  }
+
+  /** The socket closed: what waits for the peer is settled. */
+  #endEnvelope (): void {
+    const env = this.#env
+    if (env === null) return
+    for (const p of env.pending.values()) {
+      clearTimeout(p.timer)
+      p.reject(new FST_WS_REQUEST_CLOSED())
+    }
+    env.pending.clear()
+    env.waitingRequests = []
+    if (env.positions === null) this.#setPositions(EMPTY_POSITIONS)
+  }
+
   #invalid (codec: MessageCodecLike, reason: 'binary' | 'json' | 'schema', errors: unknown, data: Buffer): void {
     const what = reason === 'binary' ? 'binary frame on a JSON route' : reason === 'json' ? 'not JSON' : 'does not match the schema'
     const err = Object.assign(new FST_WS_INVALID_MESSAGE(what), { reason, validation: errors, data: Buffer.from(data) }) as InvalidMessageError
@@ -599,6 +840,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
 
   #onClose (code: number, reason: string): void {
     this.#closed = true
+    this.#endEnvelope()
     if (this.#ctx.release !== null) this.#ctx.release(this.#self)
     const topics = this.#subscribed
     const hub = this.#ctx.topics
@@ -660,6 +902,11 @@ export function failFromUser (ws: WebSocket<string>, err: unknown, what: string)
 /** Tell a socket's 'topicGap' listeners (a listener that throws closes the socket with 1011, as for any event). */
 export function emitTopicGap (ws: WebSocket<string>, gap: TopicGap): void {
   emitGap(ws as WebSocket, gap)
+}
+
+/** Whether a socket speaks the `fastify-rfc6455.v1` envelope (its topic messages then go in the JSON envelope). */
+export function speaksEnvelope (ws: WebSocket<string>): boolean {
+  return envelopeOf(ws as WebSocket)
 }
 
 /** Write an already framed message (topic fan-out). Returns false when the socket is not open. */

@@ -3,8 +3,10 @@
  * (envelope.ts) and the same bytes are written to every socket. A socket that is catching up (resuming from a
  * position, while the broker fetches what it missed) has the live messages that arrive meanwhile queued for it
  * instead, so the switch from history to live has no gap and no duplicate: see LocalTopic.finishCatchUp().
+ * A socket that speaks the `fastify-rfc6455.v1` envelope always gets the JSON envelope (its client needs the
+ * positions), whatever the broker's `envelope`: that second frame is also built once per message.
  */
-import { writeFrame, type WebSocket } from '../socket/websocket.js'
+import { speaksEnvelope, writeFrame, type WebSocket } from '../socket/websocket.js'
 import { frameTopicMessage, type TopicEnvelope, type TopicMessage } from './envelope.js'
 
 interface Queued {
@@ -71,9 +73,10 @@ export class LocalTopic {
     const queued = entry.queue
     let last = since
     let replayed = 0
+    const own = speaksEnvelope(socket) ? 'json' : envelope
     for (const message of replay) {
       if (message.offset <= last) continue
-      writeFrame(socket, frameTopicMessage(envelope, message))
+      writeFrame(socket, frameTopicMessage(own, message))
       last = message.offset
       replayed++
     }
@@ -96,19 +99,23 @@ export class LocalTopic {
   deliver (envelope: TopicEnvelope, message: TopicMessage, except: WebSocket | undefined): number {
     if (this.size === 0) return 0
     const frame = frameTopicMessage(envelope, message)
+    let json: Buffer | null = envelope === 'json' ? frame : null
     let sent = 0
     for (const socket of this.sockets) {
-      if (socket !== except && writeFrame(socket, frame)) sent++
+      if (socket === except) continue
+      const f = speaksEnvelope(socket) ? (json ??= frameTopicMessage('json', message)) : frame
+      if (writeFrame(socket, f)) sent++
     }
     if (this.catchingUp !== null && this.catchingUp.size > 0) {
       for (const [socket, entry] of this.catchingUp) {
+        const f = speaksEnvelope(socket) ? (json ??= frameTopicMessage('json', message)) : frame
         if (entry.queue !== null) {
-          if (socket !== except) entry.queue.push({ offset: message.offset, frame })
+          if (socket !== except) entry.queue.push({ offset: message.offset, frame: f })
         } else if (message.offset > entry.floor) {
           // Past the replay's end: live from here.
           this.catchingUp.delete(socket)
           this.sockets.add(socket)
-          if (socket !== except && writeFrame(socket, frame)) sent++
+          if (socket !== except && writeFrame(socket, f)) sent++
         }
       }
     }

@@ -10,7 +10,7 @@ t.test('websocketServer exposes its documented members and nothing internal', as
   const server = app.websocketServer
   t.same(Object.keys(server).sort(), ['clients', 'topics'], 'own enumerable members')
   const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(server)).sort()
-  t.same(proto, ['channel', 'constructor', 'publish', 'subscriberCount', 'subscriberCounts'], 'methods')
+  t.same(proto, ['channel', 'constructor', 'publish', 'request', 'subscriberCount', 'subscriberCounts'], 'methods')
   for (const name of ['_clients', '_closing', '_closeAll']) t.notOk(name in server, `no ${name}`)
 })
 
