@@ -639,8 +639,16 @@ function writeMarkdown (results, file) {
       L.push('')
     } catch { /* unreadable micro results: leave the section out */ }
   }
+  // Sections other scripts write (HTTP/2, cluster) follow a marker line and are kept as they are.
+  if (existsSync(file)) {
+    const previous = readFileSync(file, 'utf8')
+    const at = previous.indexOf(KEPT_MARKER)
+    if (at >= 0) L.push(previous.slice(at).replace(/\n+$/, ''), '')
+  }
   writeFileSync(file, L.join('\n'))
 }
+
+const KEPT_MARKER = '<!-- The sections below are written by other scripts'
 
 function esc (s) {
   return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
