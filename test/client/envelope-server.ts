@@ -2,9 +2,11 @@
 // plugin), so the client is tested against the spec, not against the plugin's own implementation of it.
 // Requests: { echo } is answered with { echo }; { never: true } is never answered; { fail: code } gets an "e" reply.
 // Plain messages are recorded; { reply: x } makes the server send { m: x } back; { close: [code, reason] } closes.
+import { createServer, connect as tcpConnect, type Socket, type Server } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../helpers/index.js'
 import type { WebSocket } from '../../lib/socket/websocket.js'
+import type { WebSocketPluginOptions } from '../../lib/index.js'
 import { SUBPROTOCOL } from '../../lib/client/index.js'
 
 export type Frame = Record<string, unknown>
@@ -29,15 +31,22 @@ export interface EnvelopeServerOptions {
   answerProbes?: boolean
   /** Offer no subprotocol back (a server that does not speak the format). */
   noProtocol?: boolean
+  /** The plugin's origins option (a page served through a proxy on another port). */
+  origins?: WebSocketPluginOptions['origins']
+  /** Add routes of its own (a page) before listening. */
+  setup?: (app: FastifyInstance) => void
 }
 
 export async function startEnvelopeServer (options: EnvelopeServerOptions = {}): Promise<EnvelopeServer> {
-  const { app } = await buildApp({}, {}, 'warn')
+  const { app } = await buildApp(options.origins === undefined ? {} : { origins: options.origins }, {}, 'warn')
   const frames: Frame[] = []
   const sockets: WebSocket[] = []
   const waiting = new Map<number, (frame: Frame) => void>()
   let nextId = 0
-  app.get('/env', { websocket: { protocols: options.noProtocol === true ? ['other'] : [SUBPROTOCOL], protocolRequired: false } }, (socket) => {
+  // A raw route (no message schemas) that selects the subprotocol itself: the plugin reserves a route that lists
+  // it in `protocols` for its own implementation of the envelope, which is not what is tested here.
+  const selectProtocol = (offered: readonly string[]): string => options.noProtocol !== true && offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : ''
+  app.get('/env', { websocket: { selectProtocol, protocolRequired: false } }, (socket) => {
     sockets.push(socket)
     socket.on('message', (data) => {
       const frame = JSON.parse(data.toString()) as Frame
@@ -58,6 +67,7 @@ export async function startEnvelopeServer (options: EnvelopeServerOptions = {}):
       }
     })
   })
+  options.setup?.(app)
   await app.listen({ host: '127.0.0.1', port: options.port ?? 0 })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no port')
@@ -109,5 +119,31 @@ export class FakeClock {
       first[1].fn()
     }
     this.t = end
+  }
+}
+
+export interface Proxy { port: number, freeze (): void, close (): Promise<void> }
+
+/** A TCP proxy to `target`; freeze() makes the current connections swallow everything without closing. */
+export async function startProxy (target: number): Promise<Proxy> {
+  const pairs: Array<{ a: Socket, b: Socket, frozen: boolean }> = []
+  const server: Server = createServer((a) => {
+    const b = tcpConnect(target, '127.0.0.1')
+    const pair = { a, b, frozen: false }
+    pairs.push(pair)
+    a.on('data', (d) => { if (!pair.frozen) b.write(d) })
+    b.on('data', (d) => { if (!pair.frozen) a.write(d) })
+    const end = (): void => { if (!pair.frozen) { a.destroy(); b.destroy() } }
+    a.on('close', end).on('error', () => {})
+    b.on('close', end).on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as { port: number }).port,
+    freeze () { for (const p of pairs) p.frozen = true },
+    async close () {
+      for (const p of pairs) { p.a.destroy(); p.b.destroy() }
+      await new Promise((resolve) => server.close(resolve))
+    }
   }
 }

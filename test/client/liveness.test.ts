@@ -2,43 +2,17 @@
 // forwarding (a TCP proxy that neither forwards nor closes) is declared dead and replaced, no probe while the
 // page is hidden and one at once when it becomes visible, 'online' retries at once, and a connect timeout.
 import t from 'tap'
-import { createServer, connect as tcpConnect, type Socket, type Server } from 'node:net'
+import { createServer, type Socket } from 'node:net'
 import { connect, type Client } from '../../lib/client/index.js'
 import { NodeWebSocket } from '../../lib/client/node-transport.js'
 import { within, waitFor, delay } from '../helpers/index.js'
-import { startEnvelopeServer, FakeClock } from './envelope-server.js'
+import { startEnvelopeServer, startProxy, FakeClock } from './envelope-server.js'
 
 function next (client: Client, event: 'open' | 'reconnecting', ms = 3000): Promise<void> {
   return within(new Promise<void>((resolve) => {
     const listener = (): void => { client.off(event, listener); resolve() }
     client.on(event, listener)
   }), ms, `the client's '${event}'`)
-}
-
-interface Proxy { port: number, freeze (): void, close (): Promise<void> }
-
-/** A TCP proxy to `target`; freeze() makes the current connections swallow everything without closing. */
-async function startProxy (target: number): Promise<Proxy> {
-  const pairs: Array<{ a: Socket, b: Socket, frozen: boolean }> = []
-  const server: Server = createServer((a) => {
-    const b = tcpConnect(target, '127.0.0.1')
-    const pair = { a, b, frozen: false }
-    pairs.push(pair)
-    a.on('data', (d) => { if (!pair.frozen) b.write(d) })
-    b.on('data', (d) => { if (!pair.frozen) a.write(d) })
-    const end = (): void => { if (!pair.frozen) { a.destroy(); b.destroy() } }
-    a.on('close', end).on('error', () => {})
-    b.on('close', end).on('error', () => {})
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    port: (server.address() as { port: number }).port,
-    freeze () { for (const p of pairs) p.frozen = true },
-    async close () {
-      for (const p of pairs) { p.a.destroy(); p.b.destroy() }
-      await new Promise((resolve) => server.close(resolve))
-    }
-  }
 }
 
 t.test('a connection that silently stops forwarding is declared dead after idle + timeout and replaced', async (t) => {

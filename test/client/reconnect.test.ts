@@ -166,9 +166,9 @@ t.test('Node transport: a handshake refused with a 4xx stops (the status says wh
     if (request.url === '/flaky' && failures-- > 0) return reply.code(503).send({ error: 'later' })
     if (request.url === '/busy' && busyLeft-- > 0) return reply.code(429).send({ error: 'slow down' })
   })
-  app.get('/flaky', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
-  app.get('/busy', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
-  app.get('/forbidden', { websocket: { protocols: ['fastify-rfc6455.v1'] } }, () => {})
+  app.get('/flaky', { websocket: { selectProtocol: () => 'fastify-rfc6455.v1' } }, () => {})
+  app.get('/busy', { websocket: { selectProtocol: () => 'fastify-rfc6455.v1' } }, () => {})
+  app.get('/forbidden', { websocket: { selectProtocol: () => 'fastify-rfc6455.v1' } }, () => {})
   app.addHook('preValidation', async (request, reply) => {
     if (request.url === '/forbidden') return reply.code(403).send({ error: 'no' })
   })

@@ -17,10 +17,11 @@ t.test('lib/client/index.js: at most 4 KiB minified + gzipped, no static import'
   const source = readFileSync(join(root, 'lib/client/index.ts'), 'utf8')
   const config = ts.readConfigFile(join(root, 'tsconfig.build.json'), (p) => readFileSync(p, 'utf8'))
   const { options } = ts.parseJsonConfigFileContent(config.config, ts.sys, root)
-  const js = ts.transpileModule(source, { compilerOptions: { ...options, sourceMap: false, declaration: false }, fileName: 'index.ts' }).outputText
+  const js = ts.transpileModule(source, { compilerOptions: { ...options, sourceMap: false, declaration: false }, fileName: 'index.mts' }).outputText
   t.notMatch(js, /^\s*import\s[^(]/m, 'no static import: the page loads the file as it is')
   t.notMatch(js, /\bnode:|\brequire\(|\bprocess\.|\bBuffer\b/, 'nothing of Node')
   t.match(js, "import('./node-transport.js')", 'the Node transport is loaded on demand only')
+  t.match(js, /^export (class|function|const) /m, 'an ES module, as the build emits it (package.json "type": "module")')
 
   const result = await build({
     stdin: { contents: js, resolveDir: join(root, 'lib/client'), sourcefile: 'index.js', loader: 'js' },
