@@ -374,7 +374,7 @@ export class Client<C extends ClientContract = DefaultContract> {
       }
       this.#state = 'open'
       this.#openedAt = this.#lastIn = this.#clock.now()
-      if (this.#positions.size > 0) ws.send(json({ resume: this.positions }))
+      ws.send(json({ resume: this.positions })) // first, always ({} when none): the server waits for it
       const queued = this.#outbox
       this.#outbox = []
       for (const q of queued) this.#write(q.frame, q.message, q.id)

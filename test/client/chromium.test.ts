@@ -84,15 +84,15 @@ t.test('Chromium: the module loads unbundled, connects, requests both ways, surv
   // A connection that stops forwarding without closing: the page probes after 300 ms, gives up 300 ms later.
   proxy.freeze()
   await page.waitForFunction(() => window.seen?.opens === 2, undefined, { timeout: 10_000 })
-  await waitFor(() => server.frames.some((f) => 'resume' in f), 3000, 'the resume frame')
-  t.same(server.frames.filter((f) => 'resume' in f), [{ resume: { news: { epoch: 'e1', offset: 4 } } }], 'resumed from the last position')
+  await waitFor(() => server.resumes.length === 2, 3000, 'the resume frame')
+  t.same(server.resumes, [{}, { news: { epoch: 'e1', offset: 4 } }], 'resumed from the last position')
 
   // A server restart on the same port: the page reconnects and resumes.
   await server.close()
   server = await startEnvelopeServer({ port, setup: routes(js), origins })
   await page.waitForFunction(() => window.seen?.opens === 3, undefined, { timeout: 10_000 })
-  await waitFor(() => server.frames.length > 0, 3000, 'the resume frame after the restart')
-  t.same(server.frames[0], { resume: { news: { epoch: 'e1', offset: 4 } } })
+  await waitFor(() => server.resumes.length > 0, 3000, 'the resume frame after the restart')
+  t.same(server.resumes, [{ news: { epoch: 'e1', offset: 4 } }])
   server.push({ gap: { topic: 'news', reason: 'epoch-changed', epoch: 'e2', offset: 0 } })
   await page.waitForFunction(() => window.seen?.gaps.length === 1)
 

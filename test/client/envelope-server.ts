@@ -1,5 +1,6 @@
 // A server of the client's wire format written by hand (JSON.parse / JSON.stringify in a plain route of the
 // plugin), so the client is tested against the spec, not against the plugin's own implementation of it.
+// Each connection's first frame, the client's {"resume"}, is kept apart (resumes).
 // Requests: { echo } is answered with { echo }; { never: true } is never answered; { fail: code } gets an "e" reply.
 // Plain messages are recorded; { reply: x } makes the server send { m: x } back; { close: [code, reason] } closes.
 import { createServer, connect as tcpConnect, type Socket, type Server } from 'node:net'
@@ -14,8 +15,10 @@ export type Frame = Record<string, unknown>
 export interface EnvelopeServer {
   app: FastifyInstance
   port: number
-  /** Every frame the server received, parsed, in order (all connections). */
+  /** Every frame the server received, parsed, in order (all connections), but each connection's first {"resume"}. */
   frames: Frame[]
+  /** Per connection, the positions of its first frame, a {"resume"} (or 'missing' when the first frame was another). */
+  resumes: Array<Frame | 'missing'>
   sockets: WebSocket[]
   /** Send a request to the client on socket `n` (default: the latest) and resolve with its reply frame. */
   request (message: unknown, n?: number): Promise<Frame>
@@ -40,6 +43,7 @@ export interface EnvelopeServerOptions {
 export async function startEnvelopeServer (options: EnvelopeServerOptions = {}): Promise<EnvelopeServer> {
   const { app } = await buildApp(options.origins === undefined ? {} : { origins: options.origins }, {}, 'warn')
   const frames: Frame[] = []
+  const resumes: Array<Frame | 'missing'> = []
   const sockets: WebSocket[] = []
   const waiting = new Map<number, (frame: Frame) => void>()
   let nextId = 0
@@ -48,8 +52,14 @@ export async function startEnvelopeServer (options: EnvelopeServerOptions = {}):
   const selectProtocol = (offered: readonly string[]): string => options.noProtocol !== true && offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : ''
   app.get('/env', { websocket: { selectProtocol, protocolRequired: false } }, (socket) => {
     sockets.push(socket)
+    let first = true
     socket.on('message', (data) => {
       const frame = JSON.parse(data.toString()) as Frame
+      if (first) {
+        first = false
+        resumes.push(typeof frame.resume === 'object' && frame.resume !== null ? frame.resume as Frame : 'missing')
+        if ('resume' in frame) return
+      }
       frames.push(frame)
       if (typeof frame.p === 'number') {
         if (options.answerProbes !== false) socket.send(JSON.stringify({ P: frame.p }))
@@ -75,6 +85,7 @@ export async function startEnvelopeServer (options: EnvelopeServerOptions = {}):
     app,
     port: address.port,
     frames,
+    resumes,
     sockets,
     request (message, n = sockets.length - 1) {
       const id = ++nextId

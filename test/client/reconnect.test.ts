@@ -33,7 +33,8 @@ t.test('server restart: the client reconnects, sends {"resume"} with its last po
   const got: Array<[unknown, TopicInfo | undefined]> = []
   client.on('message', (m, topic) => { got.push([m, topic]) })
   await next(client, 'open')
-  t.same(server.frames, [], 'no resume frame without positions')
+  await waitFor(() => server.resumes.length === 1, 2000, 'the resume frame')
+  t.same(server.resumes, [{}], 'the first frame is a resume, empty without positions')
   server.push({ topic: 'room:1', epoch: 'e1', offset: 1, data: { text: 'a' } })
   server.push({ topic: 'room:1', epoch: 'e1', offset: 2, data: { text: 'b' } })
   server.push({ topic: 'room:2', epoch: 'x', offset: 7, data: 'c' })
@@ -48,11 +49,9 @@ t.test('server restart: the client reconnects, sends {"resume"} with its last po
   client.send({ while: 'down' })
   server = await startEnvelopeServer({ port })
   await next(client, 'open', 5000)
-  await waitFor(() => server.frames.length === 2, 2000, 'resume and the outbox')
-  t.same(server.frames, [
-    { resume: { 'room:1': { epoch: 'e1', offset: 2 }, 'room:2': { epoch: 'x', offset: 7 } } },
-    { m: { while: 'down' } }
-  ])
+  await waitFor(() => server.frames.length === 1, 2000, 'resume and the outbox')
+  t.same(server.resumes, [{ 'room:1': { epoch: 'e1', offset: 2 }, 'room:2': { epoch: 'x', offset: 7 } }], 'the resume first')
+  t.same(server.frames, [{ m: { while: 'down' } }], 'then the outbox')
   t.ok(reconnecting.length >= 1)
   t.equal(reconnecting[0]![0], 1, 'attempts count from 1')
   for (const [attempt, delay] of reconnecting) t.ok(delay >= 0 && delay <= Math.min(100, 20 * 2 ** (attempt - 1)), `attempt ${attempt}: ${delay} ms`)
@@ -66,8 +65,8 @@ t.test('server restart: the client reconnects, sends {"resume"} with its last po
   const reopened = next(client, 'open', 5000)
   server.sockets[0]!.terminate()
   await reopened
-  await waitFor(() => server.frames.length === 3, 2000, 'the second resume')
-  t.same(server.frames[2], { resume: { 'room:1': { epoch: 'e2', offset: 6 }, 'room:2': { epoch: 'x', offset: 7 } } })
+  await waitFor(() => server.resumes.length === 2, 2000, 'the second resume')
+  t.same(server.resumes[1], { 'room:1': { epoch: 'e2', offset: 6 }, 'room:2': { epoch: 'x', offset: 7 } })
 })
 
 t.test('positions given to connect() are resumed on the first connection', async (t) => {
@@ -75,8 +74,8 @@ t.test('positions given to connect() are resumed on the first connection', async
   const client = connect(`ws://127.0.0.1:${server.port}/env`, { WebSocket: NodeWebSocket, positions: { a: { epoch: 'e', offset: 3 } } })
   t.teardown(async () => { client.close(); await server.close() })
   await next(client, 'open')
-  await waitFor(() => server.frames.length === 1, 2000, 'resume')
-  t.same(server.frames, [{ resume: { a: { epoch: 'e', offset: 3 } } }])
+  await waitFor(() => server.resumes.length === 1, 2000, 'resume')
+  t.same(server.resumes, [{ a: { epoch: 'e', offset: 3 } }])
 })
 
 t.test('backoff: delay = random * min(cap, base * 2^(attempt-1)), full jitter, then max-attempts stops', async (t) => {
