@@ -158,8 +158,11 @@ export interface ConnectOptions {
   positions?: Record<string, Position>
   /** Extra handshake headers (the Node transport only: browsers cannot set them). */
   headers?: Record<string, string>
-  /** The WebSocket implementation. Default: globalThis.WebSocket, else the plugin's engine (Node). */
-  WebSocket?: WebSocketConstructor
+  /**
+   * The WebSocket implementation. Default: globalThis.WebSocket, else (Node without one) the plugin's own engine,
+   * which 'node' selects even where there is a global one (it sees the status of a refused handshake).
+   */
+  WebSocket?: WebSocketConstructor | 'node'
   /** For tests: a number in [0, 1) (default Math.random) and the timers. */
   random?: () => number
   clock?: Clock
@@ -224,7 +227,7 @@ export class Client<C extends ClientContract = DefaultContract> {
     this.url = u.href
     this.#o = options
     this.#clock = options.clock ?? realClock
-    this.#Ctor = options.WebSocket ?? host.WebSocket
+    this.#Ctor = options.WebSocket === 'node' ? undefined : options.WebSocket ?? host.WebSocket
     const r = options.reconnect
     this.#base = positive(r ? r.base : undefined, 500)
     this.#cap = positive(r ? r.cap : undefined, 30_000)

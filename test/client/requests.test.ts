@@ -152,3 +152,16 @@ t.test('a listener that throws is reported on the error event and the others sti
   await waitFor(() => got.length === 2, 2000, 'the second message')
   t.same(got, [1, 2])
 })
+
+t.test("the transport: Node's global WebSocket when there is one, else the plugin's engine, loaded on demand; 'node' forces it", async (t) => {
+  const server = await startEnvelopeServer()
+  t.teardown(() => server.close())
+  for (const options of [{}, { WebSocket: 'node' as const }]) {
+    const client = connect<Chat>(`ws://127.0.0.1:${server.port}/env`, { ...options, reconnect: false })
+    t.teardown(() => client.close())
+    await opened(client)
+    t.same(await client.request({ via: JSON.stringify(options) }), { echo: { via: JSON.stringify(options) } })
+    client.close()
+  }
+  t.comment(`global WebSocket: ${typeof (globalThis as { WebSocket?: unknown }).WebSocket}`)
+})
