@@ -92,7 +92,7 @@ export class RequestTimeoutError extends ClientError {
 }
 /** The connection dropped after the request was sent: whether the peer acted on it is unknown. */
 export class ConnectionClosedError extends ClientError {
-  constructor () { super('FST_WS_CONNECTION_CLOSED', 'The connection closed before the reply') }
+  constructor () { super('FST_WS_REQUEST_CLOSED', 'The connection closed before the reply') }
 }
 /** The peer answered that it could not reply. */
 export class RequestFailedError extends ClientError {
