@@ -322,7 +322,8 @@ export class Client<C extends ClientContract = DefaultContract> {
     if (this.#state === 'stopped') throw new ClientClosedError()
     if (this.#state === 'open') {
       this.#ws!.send(frame)
-      if (id !== 0) this.#pending.get(id)!.sent = true
+      const p = this.#pending.get(id)
+      if (p !== undefined) p.sent = true
       return
     }
     const outbox = this.#outbox
@@ -446,7 +447,7 @@ export class Client<C extends ClientContract = DefaultContract> {
       this.#emit('error', err)
     }
     try {
-      Promise.resolve(handler(message as ReceiveOf<C>)).then((value) => reply('{"r":' + id + ',"m":' + json(value) + '}'), failed)
+      Promise.resolve(handler(message as ReceiveOf<C>)).then((value) => reply('{"r":' + id + ',"m":' + json(value) + '}')).catch(failed)
     } catch (err) {
       failed(err)
     }

@@ -165,3 +165,17 @@ t.test("the transport: Node's global WebSocket when there is one, else the plugi
   }
   t.comment(`global WebSocket: ${typeof (globalThis as { WebSocket?: unknown }).WebSocket}`)
 })
+
+t.test('a reply that cannot be serialized (a cycle) answers "failed" and is reported, not an unhandled rejection', async (t) => {
+  const { server, client } = await setup(t)
+  const errors: unknown[] = []
+  client.on('error', (err) => { errors.push(err) })
+  client.onRequest(() => {
+    const cycle: Frame = {}
+    cycle.self = cycle
+    return cycle
+  })
+  t.same(await within(server.request({ x: 1 }), 2000, 'the reply'), { r: 1, e: 'failed' })
+  t.equal(errors.length, 1)
+  t.ok(errors[0] instanceof TypeError, 'the serialization error')
+})
