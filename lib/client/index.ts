@@ -507,7 +507,12 @@ export class Client<C extends ClientContract = DefaultContract> {
     if (wasOpen) this.#emit('close', code, reason)
     if (this.#state === 'stopped') return
     if (wasOpen && now - this.#openedAt >= this.#stable) this.#attempts = 0
-    const retry = this.#o.retry?.(code, reason, status)
+    let retry: boolean | undefined
+    try {
+      retry = this.#o.retry?.(code, reason, status)
+    } catch (err) {
+      this.#emit('error', err)
+    }
     if (retry !== true) {
       if (status !== undefined && status >= 400 && status < 500) return this.#stop({ reason: 'handshake-refused', status })
       if (retry === false || fatal(code)) return this.#stop({ reason: 'close-code', code, message: reason })

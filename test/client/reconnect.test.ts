@@ -241,3 +241,18 @@ t.test('frames of the wire format the client does not know are ignored (a {"P"} 
   t.same(got, [null])
   t.same(errors, [])
 })
+
+t.test('a retry() that throws is reported on error and the default rule applies', async (t) => {
+  const server = await startEnvelopeServer()
+  const errors: unknown[] = []
+  const client = connect(`ws://127.0.0.1:${server.port}/env`, {
+    WebSocket: NodeWebSocket, reconnect: { base: 1 }, retry: () => { throw new Error('retry bug') }
+  })
+  t.teardown(async () => { client.close(); await server.close() })
+  client.on('error', (err) => { errors.push(err) })
+  await next(client, 'open')
+  const reopened = next(client, 'open')
+  server.sockets[0]!.terminate()
+  await reopened
+  t.match(errors, [{ message: 'retry bug' }])
+})
