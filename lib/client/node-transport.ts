@@ -86,10 +86,6 @@ export class NodeWebSocket implements WebSocketLike {
     socket.on('close', () => { if (this.#ws === null) this.#finish(1006, '') })
   }
 
-  get readyState (): number {
-    return this.#done ? 3 : this.#ws === null ? 0 : this.#ws.readyState
-  }
-
   send (data: string): void {
     this.#ws?.send(data)
   }
