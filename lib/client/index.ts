@@ -121,7 +121,7 @@ export interface WebSocketLike {
   send (data: string): void
   close (code?: number, reason?: string): void
 }
-export type WebSocketConstructor = new (url: string, protocols: string, options?: { headers?: Record<string, string> }) => WebSocketLike
+export type WebSocketConstructor = new (url: string, protocols: string, options?: { headers?: Record<string, string>, ca?: string | readonly string[] }) => WebSocketLike
 
 export interface Clock {
   now (): number
@@ -158,6 +158,8 @@ export interface ConnectOptions {
   positions?: Record<string, Position>
   /** Extra handshake headers (the Node transport only: browsers cannot set them). */
   headers?: Record<string, string>
+  /** Certificates (PEM) to trust for wss:, beside the default ones (the Node transport only). */
+  ca?: string | readonly string[]
   /**
    * The WebSocket implementation. Default: globalThis.WebSocket, else (Node without one) the plugin's own engine,
    * which 'node' selects even where there is a global one (it sees the status of a refused handshake).
@@ -362,7 +364,7 @@ export class Client<C extends ClientContract = DefaultContract> {
     }
     let ws: WebSocketLike
     try {
-      ws = new Ctor(this.url, SUBPROTOCOL, { headers: this.#o.headers ?? {} })
+      ws = new Ctor(this.url, SUBPROTOCOL, this.#o)
     } catch (error) {
       this.#stop({ reason: 'no-transport', error })
       return

@@ -5,7 +5,7 @@
  * refused handshake, on the close event (`status`), so the client can stop on a 4xx.
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, rootCertificates } from 'node:tls'
 import { randomBytes } from 'node:crypto'
 import { buildRequestHeaders, checkResponse, parseResponseHead, type ClientOffer } from '../testing/client-handshake.js'
 import { openWebSocket, startWebSocket, type WebSocket } from '../socket/websocket.js'
@@ -39,7 +39,7 @@ export class NodeWebSocket implements WebSocketLike {
   #ws: WebSocket | null = null
   #done = false
 
-  constructor (url: string, protocols: string | readonly string[], options: { headers?: Record<string, string> } = {}) {
+  constructor (url: string, protocols: string | readonly string[], options: { headers?: Record<string, string>, ca?: string | readonly string[] } = {}) {
     const u = new URL(url)
     const secure = u.protocol === 'wss:'
     const port = Number(u.port) || (secure ? 443 : 80)
@@ -49,7 +49,10 @@ export class NodeWebSocket implements WebSocketLike {
       port, protocols: typeof protocols === 'string' ? [protocols] : protocols, deflate: null, headers: { host: u.host, ...options.headers }
     }
     const socket = this.#socket = secure
-      ? tlsConnect({ host: hostname, port, servername: isIP(hostname) === 0 ? hostname : undefined, ALPNProtocols: ['http/1.1'] })
+      ? tlsConnect({
+        host: hostname, port, servername: isIP(hostname) === 0 ? hostname : undefined, ALPNProtocols: ['http/1.1'],
+        ca: options.ca === undefined ? undefined : [...rootCertificates, ...[options.ca].flat()]
+      })
       : netConnect({ host: hostname, port })
     socket.setNoDelay(true)
     socket.once(secure ? 'secureConnect' : 'connect', () => {

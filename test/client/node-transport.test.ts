@@ -5,6 +5,7 @@ import { createServer, type Socket } from 'node:net'
 import { connect, type StopReason, type WebSocketLike } from '../../lib/client/index.js'
 import { NodeWebSocket } from '../../lib/client/node-transport.js'
 import { buildApp, within, waitFor } from '../helpers/index.js'
+import { selfSignedCert } from '../helpers/http2-client.js'
 import { SUBPROTOCOL } from '../../lib/client/index.js'
 
 function stopped (client: ReturnType<typeof connect>): Promise<StopReason> {
@@ -89,4 +90,22 @@ t.test('a WebSocket class that throws (a bad URL for it): stopped, no-transport'
   const why = await stopped(client)
   t.equal(why.reason, 'no-transport')
   t.match((why as { error: Error }).error, { message: 'not for me' })
+})
+
+t.test('wss: over TLS, trusting the server certificate given as ca; refused without it', async (t) => {
+  const { key, cert } = selfSignedCert()
+  const { app } = await buildApp({}, { https: { key, cert } } as object, 'warn')
+  app.get('/s', { websocket: { selectProtocol: () => SUBPROTOCOL } }, (socket) => {
+    socket.on('message', (data) => socket.send(JSON.stringify({ r: (JSON.parse(data.toString()) as { q: number }).q, m: 'secure' })))
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as { port: number }).port
+  const client = connect(`wss://localhost:${port}/s`, { WebSocket: NodeWebSocket, ca: cert })
+  t.teardown(() => client.close())
+  t.equal(await within(client.request('x'), 5000, 'the reply'), 'secure', 'a request over TLS')
+
+  const untrusted = connect(`wss://localhost:${port}/s`, { WebSocket: NodeWebSocket, reconnect: false })
+  t.teardown(() => untrusted.close())
+  t.same(await stopped(untrusted), { reason: 'max-attempts', attempts: 0 }, 'a certificate nobody trusts: the attempt fails')
 })
