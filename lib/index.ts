@@ -11,7 +11,7 @@ export default fastifyWebSocket
 export { webSocketRoute } from './plugin/route-types.js'
 export type { WebSocketHandler, WebSocketRouteOptions, RouteProtocols, IncomingMessageOf, OutgoingMessageOf } from './plugin/route-types.js'
 export { WebSocket } from './socket/websocket.js'
-export type { WebSocketEvents, SendData, SendOptions, WriteCallback, IteratedMessage, ReadyState, RawMessages, MessageArgs } from './socket/websocket.js'
+export type { WebSocketEvents, SendData, SendOptions, WriteCallback, IteratedMessage, ReadyState, RawMessages, MessageArgs, MessageTypeOf, MessageOfType, MessageHandler } from './socket/websocket.js'
 export type { MessagesOption, InvalidMessagePolicy } from './plugin/message-schemas.js'
 export { WebSocketServer } from './plugin/server.js'
 export type { PublishOptions, TopicChannel, TopicRequestOutcome } from './plugin/server.js'
