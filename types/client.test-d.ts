@@ -2,8 +2,9 @@
 // shape, a listener of the wrong type, an unknown event) does not compile.
 import {
   connect, Client, RequestFailedError, type ClientContract, type ServerContract, type StopReason, type Gap,
-  type TopicInfo, type FailureCode, type Position
+  type TopicInfo, type FailureCode, type Position, type ContractOf
 } from '../lib/client/index.js'
+import type { ENVELOPE_PROTOCOL, WebSocket } from '../lib/index.js'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T extends true> (): T | void {}
@@ -108,4 +109,17 @@ type Down = { type: 'said', nick: string, text: string }
   client.request(1).catch((err: unknown) => {
     if (err instanceof RequestFailedError) expectType<Equal<typeof err.reason, FailureCode>>()
   })
+}
+
+// From the type of the route's server socket.
+{
+  type ChatSocket = WebSocket<typeof ENVELOPE_PROTOCOL, Up, Down>
+  expectType<Equal<ContractOf<ChatSocket>, ServerContract<Up, Down>>>()
+  const client = connect<ContractOf<ChatSocket>>('/chat')
+  client.send({ type: 'join', nick: 'n' })
+  // @ts-expect-error what the route sends is not what the client sends
+  client.send({ type: 'said', nick: 'n', text: 't' })
+  client.on('message', (m) => { expectType<Equal<typeof m, Down>>() })
+  // A socket of a route without the envelope's request(): no contract.
+  expectType<Equal<ContractOf<{ send (data: string): void }>, never>>()
 }

@@ -33,6 +33,14 @@ export interface DefaultContract { send: unknown, receive: unknown }
  */
 export interface ServerContract<Incoming, Outgoing> { send: Incoming, receive: Outgoing }
 
+/**
+ * The client's contract from the type of the route's server socket (its `request()` sends what the route sends
+ * and resolves with what it receives), e.g. `connect<ContractOf<ChatSocket>>(url)`.
+ */
+export type ContractOf<Socket> = Socket extends { request (message: infer Outgoing, ...rest: never[]): Promise<infer Incoming> }
+  ? ServerContract<Incoming, Outgoing>
+  : never
+
 export type SendOf<C extends ClientContract> = C['send']
 export type ReceiveOf<C extends ClientContract> = C['receive']
 export type ServerReplyOf<C extends ClientContract> = C extends { serverReply: infer R } ? R : C['receive']
