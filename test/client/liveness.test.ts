@@ -41,7 +41,8 @@ t.test('a connection that silently stops forwarding is declared dead after idle 
   await reopened
   const took = Date.now() - frozenAt
   t.same(closes, [[1006, 'No answer to the liveness probe']])
-  t.ok(took >= 190 && took < 3000, `dead after ${took} ms (idle 200 + timeout 200 at most, from the last frame)`)
+  // At most idle + timeout after the last frame (less when a probe was already out at the freeze); 3 s is slack.
+  t.ok(took < 3000, `replaced ${took} ms after the freeze (idle 200 + timeout 200 at most, plus scheduling)`)
   t.equal(server.sockets.length, 2, 'a new connection')
   t.equal(client.state, 'open')
 })
