@@ -309,6 +309,9 @@ export class Client<C extends ClientContract = DefaultContract> {
 
   /** Stop: close the connection (code 1000 or 3000-4999), reconnect no more, fail what waits. */
   close (code = 1000, reason = ''): void {
+    if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
+      throw new ClientError('FST_WS_CLIENT_OPTION', `A client closes with 1000 or 3000-4999, not ${code}`)
+    }
     if (this.#state === 'stopped') return
     const ws = this.#ws
     this.#stop({ reason: 'closed' })

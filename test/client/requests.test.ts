@@ -179,3 +179,12 @@ t.test('a reply that cannot be serialized (a cycle) answers "failed" and is repo
   t.equal(errors.length, 1)
   t.ok(errors[0] instanceof TypeError, 'the serialization error')
 })
+
+t.test('close() with a code a browser refuses (not 1000 or 3000-4999) throws a typed error and stops nothing', async (t) => {
+  const { client } = await setup(t)
+  for (const code of [1001, 1006, 2999, 5000, 1000.5]) {
+    t.throws(() => client.close(code), { code: 'FST_WS_CLIENT_OPTION' }, String(code))
+  }
+  t.equal(client.state, 'open')
+  t.same(await client.request({ still: 'open' }), { echo: { still: 'open' } })
+})
