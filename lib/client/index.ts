@@ -309,8 +309,8 @@ export class Client<C extends ClientContract = DefaultContract> {
 
   /** Stop: close the connection (code 1000 or 3000-4999), reconnect no more, fail what waits. */
   close (code = 1000, reason = ''): void {
-    if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
-      throw new ClientError('FST_WS_CLIENT_OPTION', `A client closes with 1000 or 3000-4999, not ${code}`)
+    if ((code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) || new TextEncoder().encode(reason).length > 123) {
+      throw new ClientError('FST_WS_CLIENT_OPTION', 'A client closes with 1000 or 3000-4999 and a reason of at most 123 bytes')
     }
     if (this.#state === 'stopped') return
     const ws = this.#ws

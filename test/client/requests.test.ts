@@ -188,3 +188,11 @@ t.test('close() with a code a browser refuses (not 1000 or 3000-4999) throws a t
   t.equal(client.state, 'open')
   t.same(await client.request({ still: 'open' }), { echo: { still: 'open' } })
 })
+
+t.test('close() with a reason over 123 UTF-8 bytes throws a typed error and stops nothing', async (t) => {
+  const { client } = await setup(t)
+  t.throws(() => client.close(1000, 'é'.repeat(62)), { code: 'FST_WS_CLIENT_OPTION' }, '124 bytes')
+  t.equal(client.state, 'open')
+  client.close(1000, 'é'.repeat(61) + 'x')
+  t.equal(client.state, 'stopped', '123 bytes is fine')
+})
