@@ -24,7 +24,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { Redis } from 'ioredis'
-import websocket, { MemoryTopics, RedisTopics, type TopicBroker } from '../lib/index.js'
+import websocket, { ENVELOPE_PROTOCOL, MemoryTopics, RedisTopics, type TopicBroker } from '../lib/index.js'
 import {
   ClientMessage, HISTORY_SIZE, MemoryPresence, ROOM_PATTERN, RoomEvent, ServerMessage, SUBPROTOCOL, Session, invalidMessageReply
 } from './chat.js'
@@ -64,6 +64,21 @@ const STATIC_FILES: ReadonlyArray<readonly [route: string, file: string, type: s
 ]
 
 /**
+ * The plugin's browser client (`fastify-rfc6455/client`), served as it is built: one ES module, no bundler.
+ * Found whether this module runs compiled (dist/example-app/) or from source (example-app/, after a build).
+ */
+export function clientModule (): URL {
+  const candidates = [
+    new URL('../lib/client/index.js', import.meta.url), // dist/example-app/ -> dist/lib/client/
+    new URL('../dist/lib/client/index.js', import.meta.url) // example-app/ (source) -> dist/lib/client/
+  ]
+  for (const file of candidates) {
+    if (existsSync(file)) return file
+  }
+  throw new Error('example-app: cannot find the built client (run npm run build); looked in ' + candidates.map((u) => fileURLToPath(u)).join(', '))
+}
+
+/**
  * Finds example-app/public/ whether this module runs compiled
  * (dist/example-app/server.js) or from source (example-app/server.ts).
  */
@@ -84,6 +99,7 @@ function loadStatic (): Map<string, StaticFile> {
   for (const [route, file, type] of STATIC_FILES) {
     files.set(route, { body: readFileSync(new URL(file, dir)), type })
   }
+  files.set('/client.js', { body: readFileSync(clientModule()), type: 'text/javascript; charset=utf-8' })
   return files
 }
 
@@ -151,7 +167,9 @@ export function buildApp (opts: AppOptions): FastifyInstance {
         params: Type.Object({ room: Type.String({ pattern: ROOM_PATTERN }) }, { additionalProperties: false })
       },
       websocket: {
-        protocols: [SUBPROTOCOL],
+        // The page's client speaks the plugin's envelope (reconnect, resume, requests); chat.v1 is the same chat
+        // as plain JSON frames, for clients written by hand.
+        protocols: [ENVELOPE_PROTOCOL, SUBPROTOCOL],
         origins,
         ports: [port],
         // Bad input (not JSON, a binary frame, a message the schema refuses) gets an `error` reply; the
@@ -165,8 +183,10 @@ export function buildApp (opts: AppOptions): FastifyInstance {
           socket.sendMessage(msg)
         },
         async subscribe (topic, since) {
-          // A newcomer gets the recent log replayed; a page that reconnects, what it missed since its position.
-          const result = await socket.subscribe(topic, { since: since ?? 'history' })
+          // A newcomer gets the recent log replayed; a page that reconnects, what it missed since its position
+          // (sent in its join message over chat.v1, in the client's resume frame over the envelope).
+          const from = since ?? (await socket.clientPositions()).get(topic)
+          const result = await socket.subscribe(topic, { since: from ?? 'history' })
           if (result.status === 'gap') return { ok: false, reason: result.reason }
           return { ok: true, replayed: result.status === 'recovered' ? result.replayed : 0 }
         },

@@ -1,10 +1,11 @@
-// Browser client for the example chat (no build step; plain ES module).
-// Speaks the `chat.v1` subprotocol on ws(s)://<host>/chat/<room>.
+// Browser client for the example chat (no build step; plain ES modules).
+// Talks to ws(s)://<host>/chat/<room> through the plugin's client (/client.js, the fastify-rfc6455.v1 envelope).
+import { connect as connectClient } from '/client.js'
+
 // A room's events (lines, joins, leaves, presence) arrive in envelopes {topic, epoch, offset, data}: the page
 // remembers the last position it applied and, after a reconnection (to any instance), asks for what it missed
-// from there; an event it already has is skipped by its offset, so nothing is shown twice.
+// from there (the client sends it); an event it already has is skipped by its offset, so nothing is shown twice.
 
-const SUBPROTOCOL = 'chat.v1'
 const RETRY_BASE_MS = 500
 const RETRY_CAP_MS = 10_000
 // Errors after which reconnecting cannot help: go back to the join form.
@@ -31,12 +32,11 @@ const el = {
 const state = {
   nick: '',
   room: '',
-  /** @type {WebSocket | null} */
-  ws: null,
+  /** @type {import('/client.js').Client | null} the plugin's client for the current room */
+  client: null,
   wanted: false, // the user wants to be in a room (reconnect on loss)
   joined: false, // welcome received on the current socket
   attempt: 0, // consecutive failed connection attempts
-  retryTimer: 0,
   retryAt: 0,
   countdown: 0,
   /** @type {{ epoch: string, offset: number } | null} the last room event applied */
@@ -125,92 +125,63 @@ function showChat (on) {
 }
 
 // --- connection ------------------------------------------------------------
-
-function socketUrl (room) {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  return `${scheme}//${location.host}/chat/${encodeURIComponent(room)}`
-}
+// The plugin's client (served by the app as /client.js) reconnects with backoff, keeps what is sent while
+// offline, notices a dead connection, and resumes the room's log from the last position it received, on
+// whichever instance it lands.
 
 function send (msg) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-    state.ws.send(JSON.stringify(msg))
-    return true
-  }
-  return false
+  if (!state.client || !state.joined) return false
+  state.client.send(msg)
+  return true
 }
 
 function connect () {
-  clearTimeout(state.retryTimer)
-  clearInterval(state.countdown)
   state.joined = false
-  setStatus('connecting', state.attempt === 0 ? 'connecting…' : `reconnecting… (attempt ${state.attempt})`)
-
-  let ws
-  try {
-    ws = new WebSocket(socketUrl(state.room), SUBPROTOCOL)
-  } catch (err) {
-    fail(String(err))
-    return
-  }
-  state.ws = ws
-
-  ws.addEventListener('open', () => {
-    if (ws !== state.ws) return
-    if (ws.protocol !== SUBPROTOCOL) {
-      ws.close(1002, 'subprotocol')
-      return
-    }
+  setStatus('connecting', 'connecting…')
+  const client = connectClient(`/chat/${encodeURIComponent(state.room)}`, {
+    reconnect: { base: RETRY_BASE_MS, cap: RETRY_CAP_MS }
+  })
+  state.client = client
+  client.on('open', () => {
+    if (client !== state.client) return
     setStatus('connecting', 'joining…')
-    send({ type: 'join', nick: state.nick, session: state.session, ...(state.pos && { since: state.pos }) })
+    client.send({ type: 'join', nick: state.nick, session: state.session })
   })
-
-  ws.addEventListener('message', (ev) => {
-    if (ws !== state.ws) return
-    let msg
-    try {
-      msg = JSON.parse(ev.data)
-    } catch {
-      addNotice('server sent invalid JSON', 'error')
-      return
-    }
-    onServerMessage(msg)
+  client.on('message', (msg, topic) => {
+    if (client !== state.client) return
+    if (topic) onEnvelope({ ...topic, data: msg })
+    else onServerMessage(msg)
   })
-
-  ws.addEventListener('close', (ev) => {
-    if (ws !== state.ws) return
-    state.ws = null
-    const wasJoined = state.joined
+  client.on('close', (code) => {
+    if (client !== state.client) return
+    if (state.joined) addNotice(`connection lost (${code || 'no code'}), reconnecting…`)
     state.joined = false
-    if (!state.wanted) {
-      setStatus('idle', 'not connected')
-      return
-    }
-    if (wasJoined) addNotice(`connection lost (${ev.code || 'no code'}), reconnecting…`)
-    scheduleReconnect()
+  })
+  client.on('reconnecting', (attempt, delay) => {
+    if (client !== state.client) return
+    state.attempt = attempt
+    state.retryAt = Date.now() + delay
+    clearInterval(state.countdown)
+    showCountdown()
+    state.countdown = setInterval(showCountdown, 250)
+  })
+  client.on('stopped', (why) => {
+    if (client !== state.client) return
+    if (why.reason !== 'closed') fail(`cannot connect (${why.reason})`)
   })
 }
 
-function scheduleReconnect () {
-  // Exponential backoff, capped, with jitter in [delay/2, delay).
-  const delay = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** state.attempt)
-  const wait = Math.round(delay / 2 + Math.random() * delay / 2)
-  state.attempt++
-  state.retryAt = Date.now() + wait
-  showCountdown()
-  state.countdown = setInterval(showCountdown, 250)
-  state.retryTimer = setTimeout(connect, wait)
+/** A room event in its envelope: skip what was already applied (a replay overlapping what this page saw). */
+function onEnvelope (msg) {
+  if (state.pos && state.pos.epoch === msg.epoch && msg.offset <= state.pos.offset) return
+  state.pos = { epoch: msg.epoch, offset: msg.offset }
+  onRoomEvent(msg.data, !state.synced && !state.resuming)
 }
 
 function onServerMessage (msg) {
-  if (typeof msg.offset === 'number' && typeof msg.epoch === 'string' && 'data' in msg) {
-    // A room event: skip what was already applied (a replay overlapping what this page saw).
-    if (state.pos && state.pos.epoch === msg.epoch && msg.offset <= state.pos.offset) return
-    state.pos = { epoch: msg.epoch, offset: msg.offset }
-    onRoomEvent(msg.data, !state.synced && !state.resuming)
-    return
-  }
   switch (msg.type) {
     case 'welcome':
+      clearInterval(state.countdown)
       state.joined = true
       state.synced = false
       state.resuming = state.pos !== null
@@ -276,12 +247,11 @@ function fail (message) {
 function leave () {
   state.wanted = false
   state.pos = null
-  clearTimeout(state.retryTimer)
   clearInterval(state.countdown)
-  const ws = state.ws
-  state.ws = null
+  const client = state.client
+  state.client = null
   state.joined = false
-  if (ws) ws.close(1000, 'bye')
+  if (client) client.close(1000, 'bye')
   setStatus('idle', 'not connected')
   showChat(false)
 }
@@ -308,14 +278,6 @@ el.sendForm.addEventListener('submit', (ev) => {
 })
 
 el.leave.addEventListener('click', () => leave())
-
-// Retry right away when the network comes back rather than waiting out the backoff.
-window.addEventListener('online', () => {
-  if (state.wanted && !state.ws) {
-    state.attempt = 0
-    connect()
-  }
-})
 
 // Prefill from ?room= and the last nickname used.
 {

@@ -210,7 +210,8 @@ const base = `http://127.0.0.1:${port}`
 t.test('static files', async (t) => {
   const cases: Array<[string, string, string]> = [
     ['/', 'text/html', '<script src="/app.js"'],
-    ['/app.js', 'text/javascript', "new WebSocket(socketUrl(state.room), SUBPROTOCOL)"],
+    ['/app.js', 'text/javascript', "import { connect as connectClient } from '/client.js'"],
+    ['/client.js', 'text/javascript', "fastify-rfc6455.v1"],
     ['/style.css', 'text/css', ':root']
   ]
   for (const [path, type, snippet] of cases) {

@@ -61,8 +61,8 @@ class Proxy {
 
 interface Instance { app: FastifyInstance, port: number, redis: Redis }
 
-async function startInstance (redisUrl: string, origins: string[]): Promise<Instance> {
-  const port = await freePort()
+async function startInstance (redisUrl: string, origins: string[], fixedPort?: number): Promise<Instance> {
+  const port = fixedPort ?? await freePort()
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 })
   redis.on('error', () => {})
   const app = buildApp({ port, redis, allowedOrigins: origins })
@@ -174,7 +174,9 @@ t.test('browser: two pages on two instances chat; one loses its connection and r
   const origins = [`http://127.0.0.1:${proxyA.port}`, `http://127.0.0.1:${proxyB.port}`]
   const a = await startInstance(redis.url, origins)
   const b = await startInstance(redis.url, origins)
-  t.teardown(async () => { await stopInstance(a); await stopInstance(b) })
+  let bStopped = false
+  const stopB = async (): Promise<void> => { if (!bStopped) { bStopped = true; await stopInstance(b) } }
+  t.teardown(async () => { await stopInstance(a); await stopB() })
   proxyA.backend = a.port
   proxyB.backend = b.port
 
@@ -214,9 +216,27 @@ t.test('browser: two pages on two instances chat; one loses its connection and r
   await bob.locator('#messages li[data-type="message"]', { hasText: 'four' }).waitFor()
   await say(bob, 'five (from instance a)')
   await alice.locator('#messages li[data-type="message"]', { hasText: 'five' }).waitFor()
+  await bob.locator('#messages li[data-type="message"]', { hasText: 'five' }).waitFor()
   t.same(await texts(bob), ['one', 'two', 'three', 'four', 'five (from instance a)'], 'bob shows every line once, in order, after resuming on the other instance')
   t.same(await texts(alice), ['one', 'two', 'three', 'four', 'five (from instance a)'], 'alice too')
   t.ok(await bob.locator('#messages li.notice', { hasText: 'reconnected, ' }).count() > 0, 'the page says it resumed')
   t.equal(await bob.locator('#messages li.notice', { hasText: 'reloaded' }).count(), 0, 'no reset was needed')
   t.same(await bob.locator('#presence li').allTextContents(), ['alice', 'bob'], 'presence intact')
+
+  // Back to instance b, and b restarts while alice (on a) keeps talking: bob's page comes back to the new b
+  // process and shows what it missed, once.
+  proxyB.switchTo(b.port)
+  await bob.locator('#status[data-state="open"]').waitFor({ timeout: 20_000 })
+  await stopB()
+  await say(alice, 'six')
+  await say(alice, 'seven')
+  const b2 = await startInstance(redis.url, origins, b.port)
+  t.teardown(() => stopInstance(b2))
+  await bob.locator('#messages li[data-type="message"]', { hasText: 'seven' }).waitFor({ timeout: 20_000 })
+  await say(bob, 'eight (from the restarted b)')
+  await alice.locator('#messages li[data-type="message"]', { hasText: 'eight' }).waitFor()
+  await bob.locator('#messages li[data-type="message"]', { hasText: 'eight' }).waitFor()
+  const all = ['one', 'two', 'three', 'four', 'five (from instance a)', 'six', 'seven', 'eight (from the restarted b)']
+  t.same(await texts(bob), all, 'bob: every line once, in order, across a dropped connection and a server restart')
+  t.same(await texts(alice), all, 'alice too')
 })
