@@ -7,23 +7,11 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect, rootCertificates } from 'node:tls'
 import { randomBytes } from 'node:crypto'
-import { buildRequestHeaders, checkResponse, parseResponseHead, type ClientOffer } from '../testing/client-handshake.js'
+import { buildRequestHeaders, checkResponse, clientConnectionOptions, parseResponseHead, type ClientOffer } from '../testing/client-handshake.js'
 import { openWebSocket, startWebSocket, type WebSocket } from '../socket/websocket.js'
-import { DEFAULTS } from '../plugin/options.js'
-import type { ConnectionOptions } from '../protocol/connection.js'
 import type { WebSocketLike } from './index.js'
 
-const CONNECTION: ConnectionOptions = {
-  isServer: false,
-  maxPayload: 100 * 1024 * 1024,
-  closeTimeout: DEFAULTS.closeTimeout,
-  sendHighWaterMark: DEFAULTS.sendHighWaterMark,
-  maxBufferedAmount: DEFAULTS.maxBufferedAmount,
-  drainTimeout: 0,
-  inboundHighWaterMark: DEFAULTS.inboundHighWaterMark,
-  heartbeat: null,
-  deflate: null
-}
+const CONNECTION = clientConnectionOptions(100 * 1024 * 1024, null)
 const CONTEXT = { topics: null, messages: null, release: null }
 const silentLog = { warn () {}, error () {} }
 /** The largest response head read before giving up on a server that is not speaking HTTP. */

@@ -8,6 +8,26 @@ import { acceptKey, hasToken } from '../http/handshake.js'
 import { parseExtensions } from '../http/extension-header.js'
 import { acceptClientResponse, clientOffer } from '../extensions/permessage-deflate/negotiation.js'
 import type { NegotiatedDeflate, PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
+import { DEFAULTS } from '../plugin/options.js'
+import type { ConnectionOptions } from '../protocol/connection.js'
+
+/**
+ * The engine's options in the client role (injectWS, the client's Node transport): the plugin's defaults, no
+ * heartbeat (the server pings), no drain timeout.
+ */
+export function clientConnectionOptions (maxPayload: number, deflate: ConnectionOptions['deflate']): ConnectionOptions {
+  return {
+    isServer: false,
+    maxPayload,
+    closeTimeout: DEFAULTS.closeTimeout,
+    sendHighWaterMark: DEFAULTS.sendHighWaterMark,
+    maxBufferedAmount: DEFAULTS.maxBufferedAmount,
+    drainTimeout: 0,
+    inboundHighWaterMark: DEFAULTS.inboundHighWaterMark,
+    heartbeat: null,
+    deflate
+  }
+}
 
 export interface ClientOffer {
   /** The port the connection arrives on: the Host header names it unless it is 80. */

@@ -9,14 +9,13 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { OutgoingHttpHeaders } from 'node:http'
 import { duplexPair, type DuplexEnd } from './duplex-pair.js'
-import { buildRequestHeaders, checkResponse, parseResponseHead, type AcceptedHandshake } from './client-handshake.js'
+import { buildRequestHeaders, checkResponse, clientConnectionOptions, parseResponseHead, type AcceptedHandshake } from './client-handshake.js'
 import { HandshakeRejectedError } from '../errors.js'
 export type { HandshakeRejectedError } from '../errors.js'
 import { openWebSocket, startWebSocket, type WebSocket, type SocketLog } from '../socket/websocket.js'
 import { PerMessageDeflate } from '../extensions/permessage-deflate/codec.js'
 import type { PerMessageDeflateOptions } from '../extensions/permessage-deflate/options.js'
-import { DEFAULTS, validateDeflateOptions } from '../plugin/options.js'
-import type { ConnectionOptions } from '../protocol/connection.js'
+import { validateDeflateOptions } from '../plugin/options.js'
 
 export interface InjectWSOptions {
   /** Extra request headers (they override the generated ones). */
@@ -115,17 +114,8 @@ function fakeRequest (socket: DuplexEnd, path: string, headers: Record<string, s
 function clientSocket (
   stream: DuplexEnd, accepted: AcceptedHandshake, deflateOptions: Required<PerMessageDeflateOptions> | null, maxPayload: number
 ): WebSocket {
-  const connection: ConnectionOptions = {
-    isServer: false,
-    maxPayload,
-    closeTimeout: DEFAULTS.closeTimeout,
-    sendHighWaterMark: DEFAULTS.sendHighWaterMark,
-    maxBufferedAmount: DEFAULTS.maxBufferedAmount,
-    drainTimeout: 0,
-    inboundHighWaterMark: DEFAULTS.inboundHighWaterMark,
-    heartbeat: null,
-    deflate: accepted.params === null ? null : new PerMessageDeflate(accepted.params, 'client', deflateOptions!, maxPayload)
-  }
+  const connection = clientConnectionOptions(maxPayload,
+    accepted.params === null ? null : new PerMessageDeflate(accepted.params, 'client', deflateOptions!, maxPayload))
   const ws = openWebSocket(stream, connection, accepted.protocol, accepted.extensions, CLIENT_CONTEXT, silentLog)
   keepClose(ws)
   return ws
