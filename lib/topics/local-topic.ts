@@ -8,6 +8,7 @@
  */
 import { speaksEnvelope, writeFrame, type WebSocket } from '../socket/websocket.js'
 import { frameTopicMessage, type TopicEnvelope, type TopicMessage } from './envelope.js'
+import type { SubscribeResult, TopicGapReason, TopicPosition } from './types.js'
 
 interface Queued {
   offset: number
@@ -39,10 +40,6 @@ export class LocalTopic {
     return this.sockets.size + (this.catchingUp === null ? 0 : this.catchingUp.size)
   }
 
-  has (socket: WebSocket): boolean {
-    return this.sockets.has(socket) || (this.catchingUp !== null && this.catchingUp.has(socket))
-  }
-
   /** Remove a socket, live or catching up. Returns whether it was there. */
   delete (socket: WebSocket): boolean {
     if (this.sockets.delete(socket)) return true
@@ -55,8 +52,35 @@ export class LocalTopic {
     this.catchingUp.set(socket, { queue: [], floor: 0 })
   }
 
-  isCatchingUp (socket: WebSocket): boolean {
-    return this.catchingUp !== null && this.catchingUp.has(socket)
+  /**
+   * Finish a resume (after startCatchUp()) and say how it went, the same for every broker: `since` from another
+   * epoch, or ahead of the topic's `last` offset, or whose messages the history no longer holds all of (`replay`
+   * null) is a gap, and nothing is replayed; else the replay is written and the socket goes live. `replay`: the
+   * messages after `since` (everything the history holds for 'history'); `delivered`: see finishCatchUp().
+   */
+  finishResume (
+    socket: WebSocket, envelope: TopicEnvelope, since: TopicPosition | 'history', epoch: string, last: number,
+    delivered: number, replay: readonly TopicMessage[] | null
+  ): SubscribeResult {
+    let reason: TopicGapReason | null = null
+    if (since !== 'history') {
+      if (since.epoch !== epoch) reason = 'epoch-changed'
+      else if (since.offset > last) reason = 'unknown-position'
+      else if (replay === null) reason = 'history-expired'
+    }
+    const from = reason === null && since !== 'history' ? since.offset : 0
+    const done = this.finishCatchUp(socket, envelope, reason === null ? replay ?? [] : [], from, delivered)
+    if (done === null) return { status: 'cancelled', topic: this.name }
+    const offset = Math.max(done.last, last)
+    if (reason !== null) return { status: 'gap', topic: this.name, epoch, offset, reason }
+    return { status: 'recovered', topic: this.name, epoch, offset, replayed: done.replayed }
+  }
+
+  /** A resume whose history could not be read (the broker is unreachable): live from here, and said so. */
+  abandonResume (socket: WebSocket, envelope: TopicEnvelope, epoch: string, delivered: number): SubscribeResult {
+    const done = this.finishCatchUp(socket, envelope, [], 0, delivered)
+    if (done === null) return { status: 'cancelled', topic: this.name }
+    return { status: 'gap', topic: this.name, epoch, offset: done.last, reason: 'broker-unavailable' }
   }
 
   /**

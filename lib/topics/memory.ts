@@ -59,21 +59,10 @@ export class MemoryTopics implements TopicBroker {
       s.local.sockets.add(socket)
       return { status: 'live', topic, epoch: s.epoch, offset: s.offset }
     }
-    if (since === 'history') {
-      const all = s.history.all(Date.now())
-      s.local.startCatchUp(socket)
-      const done = s.local.finishCatchUp(socket, this.#envelope, all, 0, s.offset)
-      return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
-    }
-    const reason = since.epoch !== s.epoch ? 'epoch-changed' : since.offset > s.offset ? 'unknown-position' : null
-    const replay = reason === null ? s.history.after(since.offset, s.offset, Date.now()) : null
+    const now = Date.now()
+    const replay = since === 'history' ? s.history.all(now) : s.history.after(since.offset, s.offset, now)
     s.local.startCatchUp(socket)
-    if (replay === null) {
-      s.local.finishCatchUp(socket, this.#envelope, [], 0, s.offset)
-      return { status: 'gap', topic, epoch: s.epoch, offset: s.offset, reason: reason ?? 'history-expired' }
-    }
-    const done = s.local.finishCatchUp(socket, this.#envelope, replay, since.offset, s.offset)
-    return { status: 'recovered', topic, epoch: s.epoch, offset: s.offset, replayed: done?.replayed ?? 0 }
+    return s.local.finishResume(socket, this.#envelope, since, s.epoch, s.offset, s.offset, replay)
   }
 
   unsubscribe (socket: WebSocket, topic: string): void {

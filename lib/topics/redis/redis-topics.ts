@@ -27,7 +27,7 @@ import type {
 } from '../types.js'
 import { Script, subscriberOf, asEmitter, type RedisClient, type Subscriber } from './client.js'
 import { PRESENCE, PUBLISH, RECOVER } from './scripts.js'
-import { decodeHistory, decodeLive, type WireMessage } from './wire.js'
+import { decodeHistory, decodeLive, decodeRange, type WireMessage } from './wire.js'
 
 export type { RedisClient } from './client.js'
 
@@ -96,6 +96,11 @@ class RedisTopic {
 
   get name (): string {
     return this.local.name
+  }
+
+  /** Its subscribers on this instance, those still waiting for the first sync included. */
+  get count (): number {
+    return this.local.size + this.joining.length
   }
 }
 
@@ -206,12 +211,12 @@ export class RedisTopics implements TopicBroker {
       }
     }
     this.#markDirty(t)
-    if (t.local.size === 0 && t.joining.length === 0) this.#drop(t)
+    if (t.count === 0) this.#drop(t)
   }
 
   subscriberCount (topic: string): number {
     const t = this.#topics.get(topic)
-    return t === undefined ? 0 : t.local.size + t.joining.length
+    return t === undefined ? 0 : t.count
   }
 
   /** The topic's keys and channel: `prefix{topic}`, with `%` and `}` escaped so the hash tag is the whole name. */
@@ -290,41 +295,14 @@ export class RedisTopics implements TopicBroker {
       return { status: 'live', topic: t.name, epoch: t.epoch, offset: t.last }
     }
     t.local.startCatchUp(socket)
-    if (since === 'history') return this.#joinWithHistory(t, socket)
-    return this.#recover(t, since.offset).then(({ epoch, last, entries }) => {
-      let reason: TopicGapReason | null = null
-      let replay: WireMessage[] = []
-      if (since.epoch !== epoch) reason = 'epoch-changed'
-      else if (since.offset > last) reason = 'unknown-position'
-      else if (since.offset < last) {
-        const messages = decodeHistory(t.name, epoch, entries)
-        if (messages === null || messages.length !== last - since.offset || messages[0].offset !== since.offset + 1) reason = 'history-expired'
-        else replay = messages
-      }
-      const done = t.local.finishCatchUp(socket, this.#envelope, replay, reason === null ? since.offset : 0, t.last)
-      if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
-      if (reason !== null) return { status: 'gap', topic: t.name, epoch, offset: Math.max(done.last, last), reason } satisfies SubscribeResult
-      return { status: 'recovered', topic: t.name, epoch, offset: done.last, replayed: done.replayed } satisfies SubscribeResult
+    return this.#recover(t, since === 'history' ? 'all' : since.offset).then(({ epoch, last, entries }) => {
+      const replay = since === 'history'
+        ? decodeHistory(t.name, epoch, entries) ?? []
+        : decodeRange(t.name, epoch, entries, since.offset, last)
+      return t.local.finishResume(socket, this.#envelope, since, epoch, last, t.last, replay)
     }, (err: unknown) => {
       this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
-      const done = t.local.finishCatchUp(socket, this.#envelope, [], 0, t.last)
-      if (done === null) return { status: 'cancelled', topic: t.name }
-      return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
-    })
-  }
-
-  /** Replay the whole history (whatever it still holds), then live. */
-  #joinWithHistory (t: RedisTopic, socket: WebSocket): Promise<SubscribeResult> {
-    return this.#recover(t, 'all').then(({ epoch, last, entries }) => {
-      const messages = decodeHistory(t.name, epoch, entries) ?? []
-      const done = t.local.finishCatchUp(socket, this.#envelope, messages, 0, t.last)
-      if (done === null) return { status: 'cancelled', topic: t.name } satisfies SubscribeResult
-      return { status: 'recovered', topic: t.name, epoch, offset: Math.max(done.last, last), replayed: done.replayed } satisfies SubscribeResult
-    }, (err: unknown) => {
-      this.#log.warn({ err, topic: t.name }, 'WebSocket Redis broker: reading the history failed')
-      const done = t.local.finishCatchUp(socket, this.#envelope, [], 0, t.last)
-      if (done === null) return { status: 'cancelled', topic: t.name }
-      return { status: 'gap', topic: t.name, epoch: t.epoch, offset: done.last, reason: 'broker-unavailable' }
+      return t.local.abandonResume(socket, this.#envelope, t.epoch, t.last)
     })
   }
 
@@ -409,16 +387,14 @@ export class RedisTopics implements TopicBroker {
         this.#fill(t)
         return
       }
-      if (last > t.last) {
-        const messages = decodeHistory(t.name, epoch, entries)
-        if (messages === null || messages.length !== last - t.last || messages[0].offset !== t.last + 1) {
-          this.#gap(t, 'history-expired', epoch, last)
-          t.last = last
-        } else {
-          for (const m of messages) {
-            t.last = m.offset
-            t.local.deliver(this.#envelope, m, this.#exceptOf(m.origin))
-          }
+      const messages = decodeRange(t.name, epoch, entries, t.last, last)
+      if (messages === null) {
+        this.#gap(t, 'history-expired', epoch, last)
+        t.last = last
+      } else {
+        for (const m of messages) {
+          t.last = m.offset
+          t.local.deliver(this.#envelope, m, this.#exceptOf(m.origin))
         }
       }
       if (t.refill) {
@@ -656,7 +632,7 @@ export class RedisTopics implements TopicBroker {
     const topics = [...this.#dirty]
     this.#dirty.clear()
     await Promise.all(topics.map(async (t) => {
-      const n = t.dead ? 0 : t.local.size + t.joining.length
+      const n = t.dead ? 0 : t.count
       try {
         await this.#presenceScript.run(this.#client, [t.presenceKey], [this.instance, n, this.#presenceTtl, 'w'])
       } catch {
@@ -669,8 +645,7 @@ export class RedisTopics implements TopicBroker {
   /** Keep this instance's counts alive while it lives. */
   readonly #refreshPresence = (): void => {
     if (this.#closed || this.#client.status !== 'ready') return
-    for (const t of this.#topics.values()) this.#dirty.add(t)
-    this.#flushPresence().catch(() => {})
+    this.#markAllDirty()
   }
 
   // ---- shutdown ----

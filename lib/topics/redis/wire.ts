@@ -53,4 +53,11 @@ export function decodeHistory (topic: string, epoch: string, entries: unknown): 
   return out
 }
 
+/** The history entries after offset `after` up to `last`, oldest first: all of them, or null when some are gone. */
+export function decodeRange (topic: string, epoch: string, entries: unknown, after: number, last: number): WireMessage[] | null {
+  if (after >= last) return []
+  const messages = decodeHistory(topic, epoch, entries)
+  return messages !== null && messages.length === last - after && messages[0].offset === after + 1 ? messages : null
+}
+
 const EMPTY = Buffer.alloc(0)
