@@ -38,11 +38,6 @@ interface TopicNames { readonly longest: number }
 
 let create: (topics: TopicBroker, clients: ReadonlySet<WebSocket>, compile: CompileSerializer, log: ServerLog, names: TopicNames) => WebSocketServer
 
-/** A publish nobody awaits must not become an unhandled rejection: it is logged instead. */
-function logUnawaited (this: ServerLog, err: unknown): void {
-  this.warn({ err }, 'WebSocket publish failed')
-}
-
 export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault> {
   /** Every open socket this plugin accepted. */
   readonly clients: ReadonlySet<WebSocket>
@@ -50,7 +45,8 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
   readonly topics: TopicBroker
 
   readonly #compile: CompileSerializer
-  readonly #log: ServerLog
+  /** A publish nobody awaits must not become an unhandled rejection: it is logged instead (one function, not one per publish). */
+  readonly #onUnawaited: (err: unknown) => void
   readonly #names: TopicNames
 
   /** Created by the plugin only (createWebSocketServer): `clients` is the live set of its connection registry. */
@@ -58,7 +54,7 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
     this.clients = clients
     this.topics = topics
     this.#compile = compile
-    this.#log = log
+    this.#onUnawaited = (err) => { log.warn({ err }, 'WebSocket publish failed') }
     this.#names = names
   }
 
@@ -99,7 +95,7 @@ export class WebSocketServer<TypeProvider extends FastifyTypeProvider = FastifyT
     const binary = typeof data === 'string' ? options?.binary === true : options?.binary !== false
     const result = this.topics.publish(topic, payload, binary, options?.except as WebSocket | undefined)
     // Marks the promise handled (the caller's await still sees the rejection) and logs it for fire-and-forget use.
-    result.catch(logUnawaited.bind(this.#log))
+    result.catch(this.#onUnawaited)
     return result
   }
 

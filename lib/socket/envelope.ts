@@ -14,7 +14,7 @@
  *
  * Messages (M) are validated and serialized by the route's schemas, as without the envelope.
  */
-import type { TopicPosition } from '../topics/types.js'
+import type { TopicGap, TopicPosition } from '../topics/types.js'
 
 export const ENVELOPE_PROTOCOL = 'fastify-rfc6455.v1'
 
@@ -79,6 +79,10 @@ export function replyFrame (id: number, json: string): string {
 
 export function replyErrorFrame (id: number, code: 'invalid' | 'no-handler' | 'failed'): string {
   return '{"r":' + id + ',"e":"' + code + '"}'
+}
+
+export function gapFrame (gap: TopicGap): string {
+  return '{"gap":' + JSON.stringify({ topic: gap.topic, reason: gap.reason, epoch: gap.epoch, offset: gap.offset }) + '}'
 }
 
 export function probeAnswer (n: number): string {

@@ -24,7 +24,7 @@ import type { ClosingError } from '../protocol/closing-error.js'
 import type { HeldMessage } from '../protocol/held-messages.js'
 import type { SubscribeOptions, SubscribeResult, TopicGap, TopicPosition } from '../topics/types.js'
 import {
-  ENVELOPE_PROTOCOL, MAX_PENDING_REQUESTS, classify, messageFrame, probeAnswer, replyErrorFrame, replyFrame, requestFrame
+  ENVELOPE_PROTOCOL, MAX_PENDING_REQUESTS, classify, gapFrame, messageFrame, probeAnswer, replyErrorFrame, replyFrame, requestFrame
 } from './envelope.js'
 
 export type { SendData } from './send-data.js'
@@ -251,7 +251,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     emitGap = (ws, gap) => {
       if (ws.#closed) return
       // A client of the envelope learns it directly (its 'gap' event); the app's listeners see it too.
-      if (ws.#env !== null && ws.#conn.readyState === OPEN) ws.#conn.sendText('{"gap":' + JSON.stringify(gap) + '}')
+      if (ws.#env !== null && ws.#conn.readyState === OPEN) ws.#conn.sendText(gapFrame(gap))
       ws.#emitSafely('topicGap', gap)
     }
     envelopeOf = (ws) => ws.#env !== null
@@ -497,7 +497,7 @@ export class WebSocket<Protocol extends string = string, Incoming = RawMessages,
     // A client of the envelope learns of a refused resume directly, as a 'gap' frame.
     return Promise.resolve(result).then((r) => {
       if (r.status === 'gap' && this.#conn.readyState === OPEN) {
-        this.#conn.sendText('{"gap":' + JSON.stringify({ topic, reason: r.reason, epoch: r.epoch, offset: r.offset }) + '}')
+        this.#conn.sendText(gapFrame({ topic, reason: r.reason, epoch: r.epoch, offset: r.offset }))
       }
       return r
     })
