@@ -2,20 +2,16 @@
 // (<script type="module">), connects on the page's WebSocket, does requests both ways and receives topic
 // messages, survives a connection that silently stops forwarding (liveness) and a server restart (resume).
 import t from 'tap'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import ts from 'typescript'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import type { FastifyInstance } from 'fastify'
 import { within, waitFor } from '../helpers/index.js'
 import { startEnvelopeServer, startProxy, type EnvelopeServer } from './envelope-server.js'
+import { chromiumInstalled, launchChromium } from '../helpers/chromium.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 t.setTimeout(90_000)
 /** The page's global, as the callbacks run in the page see it. */
@@ -51,10 +47,7 @@ function routes (js: string) {
 }
 
 t.test('Chromium: the module loads unbundled, connects, requests both ways, survives a dead connection and a restart', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM} (set CHROMIUM_PATH); this test never downloads a browser`)
-    return
-  }
+  if (!chromiumInstalled(t)) return
   const js = clientModule()
   // The page comes through the proxy: its origin names the proxy's port.
   const origins = (origin: string): boolean => /^http:\/\/127\.0\.0\.1:\d+$/.test(origin)
@@ -62,8 +55,7 @@ t.test('Chromium: the module loads unbundled, connects, requests both ways, surv
   const port = server.port
   const proxy = await startProxy(port)
   t.teardown(async () => { await proxy.close(); await server.close() })
-  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch')
-  t.teardown(() => within(browser.close(), 10_000, 'browser.close()'))
+  const browser = await launchChromium(t)
   const page: Page = await browser.newPage()
   page.setDefaultTimeout(10_000)
   const errors: string[] = []

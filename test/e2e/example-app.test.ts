@@ -8,8 +8,7 @@ import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { spawn } from 'node:child_process'
-import { chromium } from 'playwright-core'
-import type { Browser, BrowserContext, Page } from 'playwright-core'
+import type { BrowserContext, Page } from 'playwright-core'
 import WS from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, defaultOrigins, MAX_FRAME_BYTES, optionsFromEnv, start } from '../../example-app/server.js'
@@ -17,16 +16,12 @@ import { HISTORY_SIZE, MAX_TEXT_LENGTH } from '../../example-app/chat.js'
 import type { ChatLine, RoomEvent, ServerMessage as DirectMessage } from '../../example-app/chat.js'
 
 import { within as withTimeout, delay as sleep } from '../helpers/index.js'
+import { chromiumInstalled, launchChromium } from '../helpers/chromium.js'
 
 /** What a client reads: direct replies, and room events unwrapped from their envelopes. */
 type ServerMessage = DirectMessage | RoomEvent
 interface Envelope { topic: string, epoch: string, offset: number, data: RoomEvent }
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
 const WAIT = 10_000 // default bound for a single wait (generous: CI runs test files in parallel)
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url)
 const SCREENSHOT = new URL('example-app.png', ARTIFACTS)
@@ -454,14 +449,8 @@ t.test('npm start entry point (dist/example-app/server.js)', {
 // the page, in Chromium
 
 t.test('browser', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium" (apt-get install chromium) or set CHROMIUM_PATH; this test never downloads a browser`)
-    return
-  }
-  const browser: Browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }),
-    35_000, 'launch Chromium')
-  t.teardown(() => withTimeout(browser.close(), 10_000, 'browser.close()'))
+  if (!chromiumInstalled(t)) return
+  const browser = await launchChromium(t)
 
   const pageErrors: string[] = []
   async function openPage (ctx?: BrowserContext): Promise<{ ctx: BrowserContext, page: Page }> {

@@ -4,8 +4,7 @@
 // plays the load balancer that sends a reconnecting page elsewhere.
 import t from 'tap'
 import net from 'node:net'
-import { existsSync } from 'node:fs'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import WebSocket from 'ws'
 import { Redis } from 'ioredis'
 import type { FastifyInstance } from 'fastify'
@@ -13,12 +12,8 @@ import { buildApp } from '../../example-app/server.js'
 import type { RoomEvent, ServerMessage } from '../../example-app/chat.js'
 import { startRedis, freePort } from '../helpers/redis.js'
 import { waitFor, within } from '../helpers/index.js'
+import { chromiumInstalled, launchChromium } from '../helpers/chromium.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
 t.setTimeout(120_000)
 
 /** A TCP proxy to one backend at a time; switchTo() moves new connections and drops the current ones. */
@@ -159,10 +154,7 @@ t.test('two instances: shared rooms, presence and history; a client resumes on t
 })
 
 t.test('browser: two pages on two instances chat; one loses its connection and resumes on the other instance', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium"`)
-    return
-  }
+  if (!chromiumInstalled(t)) return
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   // Each page reaches the instances through its own proxy (its origin); both instances allow both origins.
@@ -180,8 +172,7 @@ t.test('browser: two pages on two instances chat; one loses its connection and r
   proxyA.backend = a.port
   proxyB.backend = b.port
 
-  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch')
-  t.teardown(() => browser.close())
+  const browser = await launchChromium(t)
   const open = async (proxy: Proxy, nick: string): Promise<Page> => {
     const page = await (await browser.newContext()).newPage()
     page.setDefaultTimeout(10_000)

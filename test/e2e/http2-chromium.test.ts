@@ -5,18 +5,12 @@
 // another origin (localhost) is refused with 403 by the same-origin default; and a page that has no HTTP/2
 // connection to the WebSocket's origin yet gets its socket over HTTP/1.1 (the allowHTTP1 path), as the README says.
 import t from 'tap'
-import { existsSync } from 'node:fs'
 import type { Http2ServerRequest } from 'node:http2'
 import type { FastifyServerOptions } from 'fastify'
-import { chromium, type Browser } from 'playwright-core'
 import { buildApp, listen, within, waitFor } from '../helpers/index.js'
 import { selfSignedCert } from '../helpers/http2-client.js'
+import { chromiumInstalled, launchChromium } from '../helpers/chromium.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'
-]
 const SOCKETS = 3
 const MESSAGES = 5
 
@@ -45,10 +39,7 @@ window.result = (async () => {
 interface Seen { httpVersion: string, protocolHeader: unknown, streamId: number | undefined, session: unknown, extensions: string, messages: string[], close: [number, string] | null }
 
 t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium" or set CHROMIUM_PATH; this test never downloads a browser`)
-    return
-  }
+  if (!chromiumInstalled(t)) return
   const { key, cert } = selfSignedCert()
   // permessage-deflate on: the 4 KiB message of each socket is compressed both ways (the threshold is 1 KiB).
   const { app, logs } = await buildApp({ perMessageDeflate: true }, { http2: true, https: { key, cert, allowHTTP1: true } } as unknown as FastifyServerOptions)
@@ -81,8 +72,7 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
   const port = await listen(app)
   t.teardown(() => within(app.close(), 10_000, 'app.close()'))
 
-  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch Chromium')
-  t.teardown(() => within(browser.close(), 10_000, 'browser.close()'))
+  const browser = await launchChromium(t, ['--ignore-certificate-errors'])
   const page = await browser.newPage()
   page.setDefaultTimeout(15_000)
   await page.goto(`https://127.0.0.1:${port}/`)
@@ -127,10 +117,7 @@ t.test('Chromium opens wss:// WebSockets over HTTP/2 (RFC 8441) to a Fastify app
 })
 
 t.test('with no HTTP/2 connection to the origin yet, Chromium opens its WebSocket over HTTP/1.1 (allowHTTP1)', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM}`)
-    return
-  }
+  if (!chromiumInstalled(t)) return
   const { key, cert } = selfSignedCert()
   const https = { key, cert, allowHTTP1: true }
   // The WebSocket server: HTTP/2 with RFC 8441 advertised, never visited by the page before the socket.
@@ -148,8 +135,7 @@ t.test('with no HTTP/2 connection to the origin yet, Chromium opens its WebSocke
   const pagePort = await listen(pageApp)
   t.teardown(() => within(pageApp.close(), 10_000, 'page app.close()'))
 
-  const browser: Browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch Chromium')
-  t.teardown(() => within(browser.close(), 10_000, 'browser.close()'))
+  const browser = await launchChromium(t, ['--ignore-certificate-errors'])
   const page = await browser.newPage()
   await page.goto(`https://127.0.0.1:${pagePort}/`)
   const echo = await within(page.evaluate(`new Promise((resolve, reject) => {

@@ -2,18 +2,12 @@
 // negotiate the extension with the plugin and exchange compressed messages; the byte counts of the
 // server's TCP socket prove the payloads crossed the wire compressed, in both directions.
 import t, { type Test } from 'tap'
-import { existsSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import WS from 'ws'
-import { chromium } from 'playwright-core'
 import type { WebSocket, PerMessageDeflateOptions } from '../../lib/index.js'
 import { buildApp, listen, within } from '../helpers/index.js'
+import { chromiumInstalled, launchChromium } from '../helpers/chromium.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
 t.setTimeout(90_000)
 
 interface Server {
@@ -156,13 +150,9 @@ t.test('a compressed message that would inflate past maxPayload closes with 1009
 })
 
 t.test('headless Chromium negotiates permessage-deflate and exchanges compressed messages', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium"; this test never downloads a browser`)
-    return
-  }
+  if (!chromiumInstalled(t)) return
   const s = await startServer(t, { threshold: 256 })
-  const browser = await within(chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 }), 35_000, 'launch Chromium')
-  t.teardown(() => browser.close())
+  const browser = await launchChromium(t)
   const page = await browser.newPage()
   await page.goto(`http://127.0.0.1:${s.port}/`)
   const result = await within(page.evaluate(async (url) => {
