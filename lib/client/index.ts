@@ -443,7 +443,9 @@ export class Client<C extends ClientContract = DefaultContract> {
       this.#emit('message', f.m)
     } else if (f.gap !== undefined) {
       const gap = f.gap as Gap
-      this.#positions.set(gap.topic, { epoch: gap.epoch, offset: gap.offset })
+      // Nothing before the gap can be told apart from what was seen: what follows it (a fresh replay the server
+      // may send at once, or live messages) is taken as new, and the next message sets the position again.
+      this.#positions.delete(gap.topic)
       this.#emit('gap', gap)
     } // {"P": n}: the probe's answer; that a frame arrived is all that counts
   }

@@ -78,3 +78,33 @@ t.test('the client and the plugin speak the same envelope', async (t) => {
   t.equal(outcomes.length, 1)
   t.match(outcomes[0], { ok: false, error: { code: 'FST_WS_REQUEST_TIMEOUT' } })
 })
+
+t.test('a refused resume, then the recent history again (what the example app does): the client shows the history', async (t) => {
+  // The server could not honour the client's position (here: the process restarted, so a new epoch), says so
+  // with a gap, and replays the recent history instead. Those messages are at or before the gap's offset: a
+  // client that took the gap's offset as its position would drop them as already seen.
+  const { app } = await buildApp({ topics: new MemoryTopics({ history: { size: 100, ttl: 60_000 } }) }, {}, 'warn')
+  app.get('/chat', { websocket: { protocols: [ENVELOPE_PROTOCOL], messages: { receive, send } } }, async (socket) => {
+    const s = socket as WebSocket
+    const positions = await s.clientPositions()
+    const result = await s.subscribe('news', { since: positions.get('news') ?? 'history' })
+    if (result.status === 'gap') {
+      s.unsubscribe('news')
+      await s.subscribe('news', { since: 'history' })
+    }
+  })
+  const port = await listen(app)
+  t.teardown(() => app.close())
+  for (let n = 1; n <= 3; n++) await app.websocketServer.publish('news', JSON.stringify({ type: 'news', n }))
+  const client = connect<ServerContract<Up, Down>>(`ws://127.0.0.1:${port}/chat`, {
+    WebSocket: NodeWebSocket, reconnect: false, positions: { news: { epoch: 'an-old-epoch', offset: 7 } }
+  })
+  t.teardown(() => client.close())
+  const got: number[] = []
+  const gaps: unknown[] = []
+  client.on('message', (m) => { got.push(m.n ?? -1) })
+  client.on('gap', (gap) => { gaps.push(gap) })
+  await waitFor(() => got.length === 3, 3000, 'the recent history after the gap')
+  t.match(gaps, [{ topic: 'news', reason: 'epoch-changed' }], 'told first')
+  t.same(got, [1, 2, 3], 'then shown the history, once')
+})

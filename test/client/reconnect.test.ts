@@ -56,7 +56,7 @@ t.test('server restart: the client reconnects, sends {"resume"} with its last po
   t.equal(reconnecting[0]![0], 1, 'attempts count from 1')
   for (const [attempt, delay] of reconnecting) t.ok(delay >= 0 && delay <= Math.min(100, 20 * 2 ** (attempt - 1)), `attempt ${attempt}: ${delay} ms`)
 
-  // A gap moves the position on: the next resume starts after it.
+  // A gap clears the position; the next message records it again, and the next resume starts after that.
   const gap = next<Gap>(client, 'gap')
   server.push({ gap: { topic: 'room:1', reason: 'epoch-changed', epoch: 'e2', offset: 5 } })
   t.same(await gap, { topic: 'room:1', reason: 'epoch-changed', epoch: 'e2', offset: 5 })
