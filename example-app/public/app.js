@@ -2,9 +2,9 @@
 // Talks to ws(s)://<host>/chat/<room> through the plugin's client (/client.js, the fastify-rfc6455.v1 envelope).
 import { connect as connectClient } from '/client.js'
 
-// A room's events (lines, joins, leaves, presence) arrive in envelopes {topic, epoch, offset, data}: the page
-// remembers the last position it applied and, after a reconnection (to any instance), asks for what it missed
-// from there (the client sends it); an event it already has is skipped by its offset, so nothing is shown twice.
+// A room's events (lines, joins, leaves, presence) arrive in envelopes {topic, epoch, offset, data}: the client
+// remembers the last position, asks for what was missed from there after a reconnection (to any instance), and
+// skips an event it already delivered, so nothing is shown twice.
 
 const RETRY_BASE_MS = 500
 const RETRY_CAP_MS = 10_000
@@ -39,8 +39,7 @@ const state = {
   attempt: 0, // consecutive failed connection attempts
   retryAt: 0,
   countdown: 0,
-  /** @type {{ epoch: string, offset: number } | null} the last room event applied */
-  pos: null,
+  haveLog: false, // the page shows the room's log (a reconnection continues it rather than starting over)
   synced: false, // the replayed part of the log is over on the current socket
   session: newSession()
 }
@@ -149,7 +148,7 @@ function connect () {
   })
   client.on('message', (msg, topic) => {
     if (client !== state.client) return
-    if (topic) onEnvelope({ ...topic, data: msg })
+    if (topic) onRoomEvent(msg, !state.synced && !state.resuming)
     else onServerMessage(msg)
   })
   client.on('close', (code) => {
@@ -171,20 +170,13 @@ function connect () {
   })
 }
 
-/** A room event in its envelope: skip what was already applied (a replay overlapping what this page saw). */
-function onEnvelope (msg) {
-  if (state.pos && state.pos.epoch === msg.epoch && msg.offset <= state.pos.offset) return
-  state.pos = { epoch: msg.epoch, offset: msg.offset }
-  onRoomEvent(msg.data, !state.synced && !state.resuming)
-}
-
 function onServerMessage (msg) {
   switch (msg.type) {
     case 'welcome':
       clearInterval(state.countdown)
       state.joined = true
       state.synced = false
-      state.resuming = state.pos !== null
+      state.resuming = state.haveLog
       state.attempt = 0
       setStatus('open', `connected as ${state.nick}`)
       if (!state.resuming) el.messages.replaceChildren()
@@ -194,13 +186,14 @@ function onServerMessage (msg) {
       break
     case 'reset':
       // The position could not be resumed (the room's log restarted, or it is older than the history).
-      state.pos = null
+      state.haveLog = false
       state.resuming = false
       el.messages.replaceChildren()
       addNotice('the conversation was reloaded')
       break
     case 'synced':
       state.synced = true
+      state.haveLog = true
       if (state.resuming) addNotice(msg.replayed > 0 ? `reconnected, ${msg.replayed} missed events shown` : 'reconnected')
       else addNotice(`you joined #${state.room}`)
       state.resuming = false
@@ -246,7 +239,7 @@ function fail (message) {
 
 function leave () {
   state.wanted = false
-  state.pos = null
+  state.haveLog = false
   clearInterval(state.countdown)
   const client = state.client
   state.client = null
